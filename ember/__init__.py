@@ -1,0 +1,58 @@
+"""Ember: a self-hosted serverless GPU platform with Modal's API (`import ember as modal`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.sdk import exceptions as exception
+from ember.sdk.app import App
+from ember.sdk.cls import Cls
+from ember.sdk.decorators import (
+    asgi_app,
+    concurrent,
+    enter,
+    exit,
+    fastapi_endpoint,
+    method,
+    parameter,
+    web_server,
+    wsgi_app,
+)
+from ember.sdk.exceptions import Error
+from ember.sdk.function import Function, FunctionCall
+from ember.sdk.options import Retries
+from ember.sdk.schedule import Cron, Period
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Cls",
+    "Cron",
+    "Error",
+    "Function",
+    "FunctionCall",
+    "Period",
+    "Retries",
+    "asgi_app",
+    "concurrent",
+    "enter",
+    "exception",
+    "exit",
+    "fastapi_endpoint",
+    "method",
+    "parameter",
+    "web_server",
+    "wsgi_app",
+]
+
+_REMOVED = {
+    "Stub": "`ember.Stub` is Modal's old name; use `ember.App`",
+    "web_endpoint": "`web_endpoint` was renamed; use `@ember.fastapi_endpoint()`",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REMOVED:
+        raise AttributeError(_REMOVED[name])
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

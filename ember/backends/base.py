@@ -1,0 +1,51 @@
+"""The Backend interface: start and stop replica processes somewhere, and watch them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ember import wire
+
+LogCallback = Callable[[str], None]
+
+
+@dataclass
+class ReplicaLaunch:
+    """What a backend needs to start one replica."""
+
+    settings: wire.ReplicaSettings  # listen_fd is filled in by the backend
+    on_log: LogCallback  # called with each line the replica prints
+
+
+class ReplicaHandle(Protocol):
+    @property
+    def url(self) -> str:
+        """Base URL of the replica's HTTP server (for example http://127.0.0.1:41234)."""
+        ...
+
+    @property
+    def host(self) -> str:
+        """Address at which the replica's own servers (e.g. a web_server port) are reached."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for the replica process to exit; returns its exit code."""
+        ...
+
+
+class Backend(Protocol):
+    """Places replicas. Implementations: local (processes on this host); ray (actors)."""
+
+    async def start_replica(self, launch: ReplicaLaunch) -> ReplicaHandle:
+        """Start a replica process; returns once it is spawned, not once it is ready."""
+        ...
+
+    async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
+        """SIGTERM (drain, run exit hooks), then kill after `grace` seconds; waits for exit."""
+        ...
+
+    async def close(self) -> None:
+        """Stop everything this backend started."""
+        ...

@@ -1,0 +1,94 @@
+"""`ember server`, and the embedded server that `ember run` starts when none is configured."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from ember.cli.output import console
+from ember.sdk.config import ClientSettings, ember_home
+from ember.server.app import create_app
+from ember.server.settings import ServerSettings
+from ember.server.store.sql import SqlStore
+
+
+def server(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+    home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
+    database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
+) -> None:
+    """Run the control plane (API, autoscaler, replicas) in the foreground."""
+    settings = ServerSettings(home=home or ember_home(), host=host, port=port,
+                              database_url=database_url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
+    console.print(f"Client config: {settings.home / 'config.toml'}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _free_port() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.contextmanager
+def embedded_server(home: Path) -> Iterator[ClientSettings]:
+    """Run a server in a thread of this process for the duration of a command."""
+    sock = _free_port()
+    port = sock.getsockname()[1]
+    settings = ServerSettings(home=home, port=port, write_client_config=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the embedded Ember server failed to start")
+        time.sleep(0.02)
+    store = SqlStore(settings.db_url)
+    token = store.create_token("embedded-run", kind="admin")
+    try:
+        yield ClientSettings(server_url=settings.url, token=token.token, home=home)
+    finally:
+        store.revoke_token(token.id)
+        store.close()
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def server_reachable(settings: ClientSettings) -> bool:
+    if settings.server_url is None:
+        return False
+    import httpx
+
+    try:
+        return httpx.get(settings.server_url + "/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def use_server(settings: ClientSettings) -> Iterator[None]:
+    """Point the SDK in this process at `settings` (the SDK reads the environment)."""
+    saved = {k: os.environ.get(k) for k in ("EMBER_SERVER_URL", "EMBER_TOKEN")}
+    os.environ["EMBER_SERVER_URL"] = settings.server_url or ""
+    os.environ["EMBER_TOKEN"] = settings.token or ""
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,1 @@
+"""What user code imports: apps, decorators, function and class handles."""

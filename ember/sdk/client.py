@@ -1,0 +1,67 @@
+"""The one HTTP client from the SDK and CLI to the control plane."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from ember import wire
+from ember.sdk.config import ClientSettings
+from ember.sdk.exceptions import AuthError, ConnectionError, error_from_wire
+
+_clients: dict[tuple[str, str | None], Client] = {}
+
+
+class Client:
+    """Talks to one server with one token; used only on the SDK's background loop."""
+
+    def __init__(self, server_url: str, token: str | None) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.token = token
+        headers = {wire.VERSION_HEADER: str(wire.API_VERSION)}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url,
+            headers=headers,
+            timeout=httpx.Timeout(None, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings | None = None) -> Client:
+        settings = settings or ClientSettings.load()
+        if settings.server_url is None:
+            raise ConnectionError(
+                "no Ember server is configured: start one with `ember server`, or set "
+                "EMBER_SERVER_URL and EMBER_TOKEN"
+            )
+        key = (settings.server_url, settings.token)
+        if key not in _clients:
+            _clients[key] = cls(settings.server_url, settings.token)
+        return _clients[key]
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise the matching Ember exception for any error status."""
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"cannot reach the Ember server at {self.server_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return (await self.request(method, path, **kwargs)).json()
+
+
+def _error_from_response(response: httpx.Response) -> Exception:
+    try:
+        info = wire.ErrorBody.model_validate(response.json()).error
+    except (json.JSONDecodeError, ValueError):
+        info = wire.ErrorInfo(type="ServerError", message=f"HTTP {response.status_code}: {response.text}")
+    if response.status_code == 401:
+        return AuthError(info.message)
+    return error_from_wire(info.type, info.message)

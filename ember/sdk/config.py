@@ -1,0 +1,42 @@
+"""ClientSettings: where the SDK and CLI find the control plane.
+
+Priority, highest first: the environment (`EMBER_SERVER_URL`, `EMBER_TOKEN`, `EMBER_HOME`), then
+`$EMBER_HOME/config.toml` (written by `ember server` on start), then nothing (no server configured).
+`EMBER_HOME` defaults to `~/.ember`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ember.config_file import read_config_file
+
+
+def ember_home(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("EMBER_HOME") or Path.home() / ".ember").expanduser()
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    server_url: str | None
+    token: str | None
+    home: Path
+
+    @property
+    def configured(self) -> bool:
+        return self.server_url is not None
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None) -> ClientSettings:
+        env = dict(os.environ if environ is None else environ)
+        home = ember_home(env)
+        file_values = read_config_file(home)
+        return cls(
+            server_url=env.get("EMBER_SERVER_URL") or file_values.get("server_url"),
+            token=env.get("EMBER_TOKEN") or file_values.get("token"),
+            home=home,
+        )
+

@@ -1,0 +1,207 @@
+"""Function and FunctionCall handles: `.remote`, `.spawn`, `.map` and friends.
+
+Each operation is written once as a coroutine; `@live` gives it the sync face (`f.remote(x)`) and
+the async one (`await f.remote.aio(x)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ember import wire
+from ember.sdk.client import Client
+from ember.sdk.exceptions import InvalidError, OutputExpiredError
+from ember.sdk.serialization import outcome_value, serialize
+from ember.sdk.synchronizer import live
+
+if TYPE_CHECKING:
+    from ember.sdk.app import App
+
+MAP_CHUNK = 500  # inputs per HTTP request of a .map; the server fans a chunk out over replicas
+MAP_REQUESTS_IN_FLIGHT = 4
+GET_POLL_SECONDS = 30.0  # one long-poll of FunctionCall.get
+
+
+class Function:
+    """A deployed function (or one method of a deployed class, bound to its parameters)."""
+
+    def __init__(self, name: str, *, app: App | None = None, app_name: str | None = None,
+                 raw: Callable[..., Any] | None = None, spec: wire.FunctionSpec | None = None,
+                 method: str | None = None, params: str = "",
+                 local_call: Callable[..., Any] | None = None) -> None:
+        self.name, self.spec, self._app, self._app_name = name, spec, app, app_name
+        self._raw, self._method, self._params, self._local_call = raw, method, params, local_call
+
+    def __repr__(self) -> str:
+        target = f"{self.name}.{self._method}" if self._method else self.name
+        return f"<ember.Function {target}>"
+
+    @classmethod
+    def from_name(cls, app_name: str, name: str) -> Function:
+        """A handle on function `name` of the deployed app `app_name` (looked up on first call)."""
+        return cls(name, app_name=app_name)
+
+    def get_raw_f(self) -> Callable[..., Any]:
+        if self._raw is None:
+            raise InvalidError(f"{self!r} was looked up by name; its code is not available here")
+        return self._raw
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function in this process, as plain Python."""
+        if self._local_call is not None:
+            return self._local_call(*args, **kwargs)
+        return self.get_raw_f()(*args, **kwargs)
+
+    # -- the async core -------------------------------------------------------------------
+
+    def _path(self, action: str) -> str:
+        app_name = self._app_name or (self._app.deployed_name if self._app else None)
+        if app_name is None:
+            raise InvalidError(
+                f"{self!r} belongs to an app that is not running. Run it with `ember run app.py`, "
+                "deploy it with `ember deploy app.py`, or wrap calls in `with app.run():`"
+            )
+        return f"/api/v1/apps/{app_name}/functions/{self.name}/{action}"
+
+    def _request_kwargs(self, body: bytes) -> dict[str, Any]:
+        return {
+            "content": body,
+            "params": {"method": self._method} if self._method else None,
+            "headers": {wire.PARAMS_HEADER: self._params, "Content-Type": wire.PICKLE_CONTENT_TYPE},
+        }
+
+    async def _post_inputs(self, action: str, inputs: list[bytes]) -> list[bytes]:
+        client = Client.from_settings()
+        response = await client.request("POST", self._path(action),
+                                        **self._request_kwargs(wire.pack_frames(inputs)))
+        return wire.unpack_frames(response.content)
+
+    @live
+    async def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run remotely and return the result (or raise the remote exception)."""
+        payload = serialize((args, kwargs), "the function's arguments")
+        (frame,) = await self._post_inputs("call", [payload])
+        return outcome_value(frame)
+
+    @live
+    async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        """Start remotely and return at once; the result is kept for `FunctionCall.get()`."""
+        payload = serialize((args, kwargs), "the function's arguments")
+        client = Client.from_settings()
+        response = await client.request("POST", self._path("spawn"),
+                                        **self._request_kwargs(wire.pack_frames([payload])))
+        return FunctionCall(wire.SpawnResponse.model_validate(response.json()).call_id)
+
+    @live
+    async def map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                  order_outputs: bool = True, return_exceptions: bool = False
+                  ) -> AsyncIterator[Any]:
+        """Run over zipped inputs in parallel; yields results (in input order by default)."""
+        arg_tuples = zip(*iterables, strict=False)
+        async for value in self._map_args(arg_tuples, kwargs or {}, order_outputs,
+                                          return_exceptions):
+            yield value
+
+    @live
+    async def starmap(self, input_iterator: Iterable[tuple[Any, ...]], *,
+                      kwargs: dict[str, Any] | None = None, order_outputs: bool = True,
+                      return_exceptions: bool = False) -> AsyncIterator[Any]:
+        """Like `map`, with each item unpacked as the positional arguments."""
+        async for value in self._map_args(iter(input_iterator), kwargs or {}, order_outputs,
+                                          return_exceptions):
+            yield value
+
+    @live
+    async def for_each(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                       ignore_exceptions: bool = False) -> None:
+        """Run over the inputs for their side effects; results are discarded."""
+        async for _ in self._map_args(zip(*iterables, strict=False), kwargs or {}, False,
+                                      ignore_exceptions):
+            pass
+
+    async def _map_args(self, arg_tuples: Iterable[tuple[Any, ...]], kwargs: dict[str, Any],
+                        order_outputs: bool, return_exceptions: bool) -> AsyncIterator[Any]:
+        chunks = _chunked((serialize((tuple(args), kwargs), "a map input")
+                           for args in arg_tuples), MAP_CHUNK)
+        pending: dict[int, asyncio.Task[list[bytes]]] = {}
+        done: dict[int, list[bytes]] = {}
+        next_to_yield = 0
+        exhausted = False
+        index = 0
+        while not exhausted or pending or done:
+            while not exhausted and len(pending) < MAP_REQUESTS_IN_FLIGHT:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                pending[index] = asyncio.ensure_future(self._post_inputs("map", chunk))
+                index += 1
+            if pending:
+                finished, _ = await asyncio.wait(pending.values(),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                for i, task in list(pending.items()):
+                    if task in finished:
+                        done[i] = pending.pop(i).result()
+            ready = sorted(done) if not order_outputs else []
+            while order_outputs and next_to_yield in done:
+                ready.append(next_to_yield)
+                next_to_yield += 1
+            for i in ready:
+                for frame in done.pop(i):
+                    try:
+                        value = outcome_value(frame)
+                    except Exception as exc:
+                        if not return_exceptions:
+                            for task in pending.values():
+                                task.cancel()
+                            raise
+                        value = exc
+                    yield value
+
+
+def _chunked(items: Iterable[bytes], size: int) -> Any:
+    chunk: list[bytes] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class FunctionCall:
+    """A spawned input; its result is kept by the server until fetched (and after)."""
+
+    def __init__(self, call_id: str) -> None:
+        self.object_id = call_id
+
+    def __repr__(self) -> str:
+        return f"<ember.FunctionCall {self.object_id}>"
+
+    @classmethod
+    def from_id(cls, call_id: str) -> FunctionCall:
+        return cls(call_id)
+
+    @live
+    async def get(self, timeout: float | None = None) -> Any:
+        """Wait for the result; raise OutputExpiredError (a TimeoutError) after `timeout` seconds."""
+        client = Client.from_settings()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = GET_POLL_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
+            response = await client.request("GET", f"/api/v1/calls/{self.object_id}",
+                                            params={"timeout": min(wait, GET_POLL_SECONDS)})
+            if response.status_code == 200:
+                (frame,) = wire.unpack_frames(response.content)
+                return outcome_value(frame)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise OutputExpiredError(f"{self!r} did not finish within {timeout} s")
+
+    @live
+    async def cancel(self) -> None:
+        """Cancel the call; a later `get()` raises InputCancellation."""
+        await Client.from_settings().request("POST", f"/api/v1/calls/{self.object_id}/cancel")

@@ -1,0 +1,123 @@
+"""Validate the options of `@app.function` / `@app.cls` into a FunctionSpec.
+
+Options whose machinery lands later (gpu, image, volumes, secrets, snapshots) are validated and
+stored now, so apps written today keep deploying as that machinery arrives.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from ember import wire
+from ember.sdk.exceptions import InvalidError
+from ember.sdk.schedule import Schedule
+
+# Modal's older option names -> today's names.
+DEPRECATED_OPTIONS = {
+    "keep_warm": "min_containers",
+    "concurrency_limit": "max_containers",
+    "container_idle_timeout": "scaledown_window",
+    "allow_concurrent_inputs": "max_inputs",
+}
+
+_GPU = re.compile(r"^(any|t4|l4|a10g?|a100(-40gb|-80gb)?|l40s|h100!?|h200|b200)(:[1-8])?$", re.I)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Retry policy: `ember.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=1.0)`."""
+
+    max_retries: int
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+
+
+def apply_deprecated(options: dict[str, Any], stacklevel: int = 4) -> dict[str, Any]:
+    """Map Modal's old option names onto the new ones, warning once for each."""
+    options = dict(options)
+    for old, new in DEPRECATED_OPTIONS.items():
+        if old not in options:
+            continue
+        value = options.pop(old)
+        warnings.warn(f"`{old}` is deprecated; use `{new}` instead"
+                      + (" (or @ember.concurrent(max_inputs=...))" if new == "max_inputs" else ""),
+                      DeprecationWarning, stacklevel=stacklevel)
+        if value is not None and options.get(new) is None:
+            options[new] = value
+    return options
+
+
+def _retry_policy(retries: int | Retries | None) -> wire.RetryPolicy:
+    if retries is None:
+        return wire.RetryPolicy()
+    if isinstance(retries, bool) or not isinstance(retries, int | Retries):
+        raise InvalidError("retries must be an int or ember.Retries(max_retries=...)")
+    if isinstance(retries, int):
+        retries = Retries(max_retries=retries, initial_delay=0.0)
+    if not 0 <= retries.max_retries <= 10:
+        raise InvalidError("retries must be between 0 and 10")
+    return wire.RetryPolicy(max_retries=retries.max_retries,
+                            backoff_coefficient=retries.backoff_coefficient,
+                            initial_delay=retries.initial_delay, max_delay=retries.max_delay)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise InvalidError(f"{name} must be positive, got {value!r}")
+
+
+def _named(objects: Any, what: str) -> list[str]:
+    names = []
+    for obj in objects or ():
+        name = obj if isinstance(obj, str) else getattr(obj, "name", None)
+        if not isinstance(name, str):
+            raise InvalidError(f"{what} must be ember.{what.title()} objects, got {obj!r}")
+        names.append(name)
+    return names
+
+
+def build_spec(name: str, options: dict[str, Any], *, is_class: bool = False,
+               methods: list[str] | None = None, web: wire.WebEndpointSpec | None = None,
+               max_inputs: int | None = None, target_inputs: int | None = None) -> wire.FunctionSpec:
+    """Check every option and return the spec the server stores."""
+    o = options
+    for key in ("cpu", "memory", "timeout", "scaledown_window"):
+        _positive(key, o.get(key))
+    gpu = o.get("gpu")
+    if gpu is not None and not (isinstance(gpu, str) and _GPU.match(gpu)):
+        raise InvalidError(f"unknown gpu {gpu!r}: use a type such as 'any', 'A100', 'H100' or "
+                           "'H100:2' for two")
+    min_c, max_c, buffer_c = o.get("min_containers") or 0, o.get("max_containers"), \
+        o.get("buffer_containers") or 0
+    if min_c < 0 or buffer_c < 0 or (max_c is not None and max_c < 1):
+        raise InvalidError("min_containers and buffer_containers must be >= 0, max_containers >= 1")
+    if max_c is not None and min_c > max_c:
+        raise InvalidError(f"min_containers ({min_c}) cannot exceed max_containers ({max_c})")
+    if o.get("max_inputs") is not None:
+        max_inputs = int(o["max_inputs"])
+    schedule = o.get("schedule")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise InvalidError("schedule must be ember.Cron(...) or ember.Period(...)")
+    volumes = o.get("volumes") or {}
+    for path in volumes:
+        if not str(path).startswith("/"):
+            raise InvalidError(f"volume mount path {path!r} must be absolute, e.g. '/models'")
+    image = o.get("image")
+    return wire.FunctionSpec(
+        name=name, is_class=is_class, methods=methods or [], web=web,
+        image=image.to_spec() if hasattr(image, "to_spec") else None,
+        gpu=gpu, cpu=o.get("cpu"), memory=o.get("memory"),
+        timeout=o.get("timeout") or 300.0,
+        retries=_retry_policy(o.get("retries")),
+        secrets=_named(o.get("secrets"), "secrets"),
+        volumes={str(path): _named([vol], "volumes")[0] for path, vol in volumes.items()},
+        min_containers=min_c, max_containers=max_c, buffer_containers=buffer_c,
+        scaledown_window=o.get("scaledown_window") or 60.0,
+        enable_memory_snapshot=bool(o.get("enable_memory_snapshot")),
+        schedule=schedule.to_spec() if schedule else None,
+        max_inputs=max_inputs or 1, target_inputs=target_inputs,
+    )

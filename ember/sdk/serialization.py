@@ -1,0 +1,77 @@
+"""Pickling of inputs, outputs and class parameters, shared by the SDK and the replica runtime."""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from ember import wire
+from ember.sdk.exceptions import DeserializationError, RemoteError, error_from_wire
+
+
+def serialize(obj: Any, what: str = "value") -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
+        raise DeserializationError(
+            f"cannot serialize {what} ({type(obj).__name__}): {exc}. Arguments and results must "
+            "be picklable by cloudpickle (no open files, sockets, locks or generators)."
+        ) from exc
+
+
+def deserialize(data: bytes, what: str = "value") -> Any:
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:  # noqa: BLE001
+        raise DeserializationError(f"cannot deserialize {what}: {exc}") from exc
+
+
+def encode_params(params: dict[str, Any]) -> str:
+    """Class parameters as a header value; the same parameters always give the same string."""
+    if not params:
+        return ""
+    return base64.b64encode(serialize(dict(sorted(params.items())), "class parameters")).decode()
+
+
+def decode_params(value: str) -> dict[str, Any]:
+    return {} if not value else dict(deserialize(base64.b64decode(value), "class parameters"))
+
+
+def ok_frame(value: Any) -> bytes:
+    try:
+        return bytes([wire.Outcome.OK]) + cloudpickle.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable result is the user's error
+        return error_frame(
+            DeserializationError(f"cannot serialize the return value ({type(value).__name__}): {exc}")
+        )
+
+
+def error_frame(exc: BaseException) -> bytes:
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        body = cloudpickle.dumps((exc, tb, repr(exc)))
+    except Exception:  # noqa: BLE001 - the exception itself may not pickle; keep its text
+        body = cloudpickle.dumps((None, tb, repr(exc)))
+    return bytes([wire.Outcome.USER_ERROR]) + body
+
+
+def outcome_value(frame: bytes) -> Any:
+    """Return the value an output frame holds, or raise the error it carries."""
+    kind, body = frame[0], frame[1:]
+    if kind == wire.Outcome.OK:
+        return deserialize(body, "the return value")
+    if kind == wire.Outcome.USER_ERROR:
+        try:
+            exc, tb, text = cloudpickle.loads(body)
+        except Exception:  # noqa: BLE001 - e.g. the exception's class is not importable here
+            exc, tb, text = None, "", "remote exception (its class is not importable here)"
+        if exc is None:
+            raise RemoteError(f"{text}\n\nRemote traceback:\n{tb}")
+        exc.add_note(f"Remote traceback:\n{tb}")
+        raise exc
+    info = wire.ErrorInfo.model_validate(json.loads(body))
+    raise error_from_wire(info.type, info.message)

@@ -1,0 +1,116 @@
+"""The thin sync face over the SDK's async core: one background event loop, `.aio` for async callers.
+
+Handle methods are written once, `async`; decorating them with `@live` makes `handle.remote(x)` block
+and `await handle.remote.aio(x)` await. Async generators become plain generators on the sync face.
+Every coroutine runs on the SDK's own loop thread, so the one httpx client is only ever used there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar, overload
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The SDK's event loop, started on first use in a daemon thread."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="ember-sdk", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on the SDK loop and block for its result."""
+    loop = background_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError("blocking Ember call made from the SDK's own loop; use `.aio`")
+    future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+    return future.result()
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` from any event loop by running it on the SDK loop."""
+    loop = background_loop()
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Drive an async iterator that lives on the SDK loop from synchronous code."""
+    sentinel = object()
+
+    async def next_item() -> Any:
+        try:
+            return await agen.__anext__()
+        except StopAsyncIteration:
+            return sentinel
+
+    while (item := run_sync(next_item())) is not sentinel:
+        yield item
+
+
+async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Drive an async iterator that lives on the SDK loop from another event loop."""
+    sentinel = object()
+
+    async def next_item() -> Any:
+        try:
+            return await agen.__anext__()
+        except StopAsyncIteration:
+            return sentinel
+
+    while (item := await run_async(next_item())) is not sentinel:
+        yield item
+
+
+class _BoundLive:
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._fn(*args, **kwargs)
+        if inspect.isasyncgen(result):
+            return iterate_sync(result)
+        return run_sync(result)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._fn(*args, **kwargs)
+        if inspect.isasyncgen(result):
+            return iterate_async(result)
+        return run_async(result)
+
+
+class live(Generic[T]):  # noqa: N801 - used as a decorator
+    """Descriptor: `obj.method(...)` is sync, `obj.method.aio(...)` is async."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> live[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> _BoundLive: ...
+    def __get__(self, obj: object | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        return _BoundLive(self._fn.__get__(obj, owner))

@@ -1,0 +1,1 @@
+"""The control plane: API, gateway, autoscaler, scheduler, store and meter."""

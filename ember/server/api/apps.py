@@ -1,0 +1,79 @@
+"""The apps API: deploy, list, show, stop, logs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ember import wire
+from ember.server.api.auth import plane_of, require_token
+from ember.server.errors import ApiError
+from ember.server.plane import ControlPlane
+
+router = APIRouter(prefix="/api/v1/apps", dependencies=[Depends(require_token)])
+
+
+@router.post("")
+async def deploy(request: Request) -> wire.DeployResponse:
+    try:
+        deploy_request = wire.DeployRequest.model_validate_json(await request.body())
+    except ValueError as exc:
+        raise ApiError(400, "InvalidError", f"malformed deploy request: {exc}") from exc
+    plane = plane_of(request)
+    deployment = plane.deployments.deploy(deploy_request)
+    plane.autoscaler.trigger()
+    return wire.DeployResponse(app_name=deployment.app, version=deployment.version,
+                               functions=[f.name for f in deploy_request.functions])
+
+
+@router.get("")
+async def list_apps(request: Request) -> list[wire.AppInfo]:
+    plane = plane_of(request)
+    return [app_info(plane, record.name) for record in plane.store.list_apps()]
+
+
+@router.get("/{name}")
+async def show_app(name: str, request: Request) -> wire.AppInfo:
+    return app_info(plane_of(request), name)
+
+
+@router.post("/{name}/stop")
+async def stop_app(name: str, request: Request) -> wire.AppInfo:
+    plane = plane_of(request)
+    plane.deployments.stop(name)
+    plane.autoscaler.trigger()
+    record = plane.store.get_app(name)
+    if record is None:  # an ephemeral app is gone once stopped
+        return wire.AppInfo(name=name, state="stopped", version=0, ephemeral=True,
+                            created_at=0, updated_at=0)
+    return app_info(plane, name)
+
+
+@router.get("/{name}/logs")
+async def app_logs(name: str, request: Request, after: int = 0,
+                   limit: int = 1000) -> list[wire.LogLine]:
+    plane = plane_of(request)
+    if plane.store.get_app(name) is None:
+        raise ApiError(404, "NotFoundError", f"app {name!r} not found")
+    await plane.logs.flush()
+    return plane.store.read_logs(name, after=after, limit=min(limit, 10_000))
+
+
+def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
+    record = plane.store.get_app(name)
+    if record is None:
+        raise ApiError(404, "NotFoundError", f"app {name!r} not found; see `ember app list`")
+    request = plane.store.app_version(name, record.version)
+    pools = plane.pools.for_app(name)
+    functions = []
+    for spec in request.functions:
+        counts: dict[str, int] = {}
+        for pool in pools:
+            if pool.key.function == spec.name:
+                for state, n in pool.counts().items():
+                    counts[state] = counts.get(state, 0) + n
+        functions.append(wire.FunctionInfo(name=spec.name, is_class=spec.is_class,
+                                           methods=spec.methods, replicas=counts))
+    return wire.AppInfo(name=record.name, state=record.state,  # type: ignore[arg-type]
+                        version=record.version, ephemeral=record.ephemeral,
+                        created_at=record.created_at, updated_at=record.updated_at,
+                        functions=functions)

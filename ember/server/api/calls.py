@@ -1,0 +1,72 @@
+"""The calls API: `.remote` / `.map` run inputs and answer with outputs; `.spawn` stores them."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from ember import wire
+from ember.server.api.auth import plane_of, require_token
+from ember.server.errors import ApiError
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+
+MAX_GET_WAIT = 55.0
+
+
+async def _inputs(request: Request) -> list[bytes]:
+    try:
+        inputs = wire.unpack_frames(await request.body())
+    except ValueError as exc:
+        raise ApiError(400, "InvalidError", f"malformed input frames: {exc}") from exc
+    if not inputs:
+        raise ApiError(400, "InvalidError", "no inputs")
+    return inputs
+
+
+def _frames_response(frames: list[bytes]) -> Response:
+    return Response(wire.pack_frames(frames), media_type=wire.PICKLE_CONTENT_TYPE)
+
+
+@router.post("/apps/{app}/functions/{function}/{kind}")
+async def run_inputs(app: str, function: str, kind: str, request: Request,
+                     method: str | None = None) -> Response:
+    plane = plane_of(request)
+    params = request.headers.get(wire.PARAMS_HEADER, "")
+    inputs = await _inputs(request)
+    if kind == "spawn":
+        plane.deployments.current(app).spec(function)  # fail now for an unknown target
+        call_id = plane.spawns.spawn(app, function, method, params, inputs[0])
+        return Response(wire.SpawnResponse(call_id=call_id).model_dump_json(),
+                        media_type="application/json")
+    if kind not in ("call", "map"):
+        raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
+    started = time.time()
+    frames = await plane.run_inputs(app, function, method, params, inputs)
+    plane.recorder.record(app, function, method, kind, frames, started)
+    return _frames_response(frames)
+
+
+@router.get("/calls/{call_id}")
+async def get_call(call_id: str, request: Request, timeout: float = 0.0) -> Response:
+    plane = plane_of(request)
+    if plane.store.get_call(call_id) is None:
+        raise ApiError(404, "NotFoundError", f"no call {call_id!r}")
+    row = await plane.spawns.wait(call_id, min(max(timeout, 0.0), MAX_GET_WAIT))
+    if row is None or row["result"] is None:
+        return Response(wire.CallStatus(call_id=call_id, status="running").model_dump_json(),
+                        status_code=202, media_type="application/json")
+    return _frames_response([row["result"]])
+
+
+@router.post("/calls/{call_id}/cancel")
+async def cancel_call(call_id: str, request: Request) -> wire.CallStatus:
+    plane = plane_of(request)
+    row = plane.store.get_call(call_id)
+    if row is None:
+        raise ApiError(404, "NotFoundError", f"no call {call_id!r}")
+    if row["status"] in ("pending", "running"):
+        plane.spawns.cancel(call_id)
+        return wire.CallStatus(call_id=call_id, status="cancelled")
+    return wire.CallStatus(call_id=call_id, status=row["status"])

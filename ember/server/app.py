@@ -1,0 +1,50 @@
+"""Build the control plane's ASGI app; its lifespan starts and stops the ControlPlane."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import ember
+from ember.backends.base import Backend
+from ember.server.api import apps, calls, tokens
+from ember.server.api.auth import TokenCache
+from ember.server.errors import ApiError
+from ember.server.plane import ControlPlane
+from ember.server.settings import ServerSettings
+
+
+def create_app(settings: ServerSettings, backend: Backend | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        plane = ControlPlane(settings, backend)
+        app.state.plane = plane
+        app.state.tokens = TokenCache()
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    app = FastAPI(title="Ember", version=ember.__version__, lifespan=lifespan)
+    for module in (apps, calls, tokens):
+        app.include_router(module.router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": ember.__version__}
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        error = ApiError(400, "InvalidError", f"invalid request: {exc.errors()}")
+        return JSONResponse(error.body(), status_code=400)
+
+    return app

@@ -1,0 +1,1 @@
+"""Replica counts: a pure policy and the loop that applies it."""

@@ -1,0 +1,121 @@
+"""Deployments: the current version of every app, its source on disk, and the pools it feeds."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ember import wire
+from ember.server.errors import ApiError
+from ember.server.pools import Pool, PoolKey, PoolRegistry
+from ember.server.store.sql import SqlStore
+
+
+@dataclass(frozen=True)
+class Deployment:
+    app: str
+    version: int
+    request: wire.DeployRequest
+    source_dir: Path | None
+
+    def spec(self, function: str) -> wire.FunctionSpec:
+        for spec in self.request.functions:
+            if spec.name == function:
+                return spec
+        names = ", ".join(s.name for s in self.request.functions)
+        raise ApiError(404, "NotFoundError",
+                       f"app {self.app!r} has no function {function!r} (functions: {names})")
+
+
+class Deployments:
+    def __init__(self, store: SqlStore, apps_dir: Path, pools: PoolRegistry) -> None:
+        self._store, self._apps_dir, self._pools = store, apps_dir, pools
+        self._current: dict[str, Deployment] = {}
+
+    def load(self) -> None:
+        """Pick up deployed apps after a restart; ephemeral apps of a dead run are dropped."""
+        for record in self._store.list_apps():
+            if record.ephemeral:
+                self._forget(record.name)
+            elif record.state == "deployed":
+                request = self._store.app_version(record.name, record.version)
+                source_dir = (self._apps_dir / record.name / f"v{record.version}"
+                              if request.files else None)
+                self._current[record.name] = Deployment(record.name, record.version, request,
+                                                        source_dir)
+                self._warm(self._current[record.name])
+
+    def deploy(self, request: wire.DeployRequest) -> Deployment:
+        """Write the source, then record the version: a failure leaves the previous one current."""
+        _validate(request)
+        staging = None
+        if request.files:
+            self._apps_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".deploy-", dir=self._apps_dir))
+            for relpath, text in request.files.items():
+                target = (staging / relpath).resolve()
+                if staging.resolve() not in target.parents:
+                    shutil.rmtree(staging)
+                    raise ApiError(400, "InvalidError", f"source path {relpath!r} escapes the app")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+        version = self._store.deploy(request)
+        source_dir = None
+        if staging is not None:
+            source_dir = self._apps_dir / request.app_name / f"v{version}"
+            source_dir.parent.mkdir(parents=True, exist_ok=True)
+            if source_dir.exists():
+                shutil.rmtree(source_dir)
+            staging.rename(source_dir)
+        deployment = Deployment(request.app_name, version, request, source_dir)
+        self._current[request.app_name] = deployment
+        self._pools.deactivate(request.app_name, keep_version=version)
+        self._warm(deployment)
+        return deployment
+
+    def _warm(self, deployment: Deployment) -> None:
+        """Create the pools that must run without traffic (min_containers, buffer)."""
+        for spec in deployment.request.functions:
+            if spec.min_containers > 0:
+                self.pool(deployment, spec.name, "")
+
+    def current(self, app: str) -> Deployment:
+        deployment = self._current.get(app)
+        if deployment is None:
+            record = self._store.get_app(app)
+            state = "is stopped" if record else "is not deployed"
+            raise ApiError(404, "NotFoundError",
+                           f"app {app!r} {state}; deploy it with `ember deploy`")
+        return deployment
+
+    def pool(self, deployment: Deployment, function: str, params: str) -> Pool:
+        spec = deployment.spec(function)
+        key = PoolKey(deployment.app, deployment.version, function, params)
+        return self._pools.get_or_create(key, spec, deployment.request, deployment.source_dir)
+
+    def stop(self, app: str) -> None:
+        deployment = self.current(app)
+        self._current.pop(app, None)
+        self._pools.deactivate(app)
+        if deployment.request.ephemeral:
+            self._forget(app)
+        else:
+            self._store.set_app_state(app, "stopped")
+
+    def _forget(self, app: str) -> None:
+        self._store.delete_app(app)
+        shutil.rmtree(self._apps_dir / app, ignore_errors=True)
+
+    def names(self) -> list[str]:
+        return sorted(self._current)
+
+
+def _validate(request: wire.DeployRequest) -> None:
+    names = [spec.name for spec in request.functions]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ApiError(400, "InvalidError", f"duplicate function names: {', '.join(duplicates)}")
+    if not request.app_name or "/" in request.app_name or request.app_name.startswith("."):
+        raise ApiError(400, "InvalidError", f"invalid app name {request.app_name!r}")

@@ -1,0 +1,1 @@
+"""The path of a request: authenticate, admit, queue, pick a replica, proxy."""

@@ -1,0 +1,89 @@
+"""ControlPlane: the server's parts wired together, started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+
+from ember.backends.base import Backend
+from ember.backends.local import LocalBackend
+from ember.config_file import read_config_file, write_client_config
+from ember.server.autoscaler.loop import Autoscaler
+from ember.server.calls import CallRecorder, SpawnedCalls
+from ember.server.deployments import Deployments
+from ember.server.dispatch import Dispatcher
+from ember.server.lifecycle import ReplicaManager
+from ember.server.logs import LogSink
+from ember.server.pools import PoolRegistry
+from ember.server.settings import ServerSettings
+from ember.server.store.sql import SqlStore
+
+log = logging.getLogger("ember.server")
+
+
+class ControlPlane:
+    def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.store = SqlStore(settings.db_url)
+        self.http = httpx.AsyncClient(
+            timeout=None, limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+        self.logs = LogSink(self.store)
+        self._replica_token = self.store.create_token("replicas", kind="replica")
+        self.replicas = ReplicaManager(settings, backend or LocalBackend(), self.logs, self.http,
+                                       self._replica_token.token)
+        self.pools = PoolRegistry(on_wait=self._on_wait)
+        self.autoscaler = Autoscaler(settings, self.pools, self.replicas)
+        self.deployments = Deployments(self.store, settings.apps_dir, self.pools)
+        self.dispatcher = Dispatcher(settings, self.replicas, self.http)
+        self.recorder = CallRecorder(self.store)
+        self.spawns = SpawnedCalls(self.store, self.run_inputs)
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def _on_wait(self) -> None:
+        self.autoscaler.trigger()
+
+    async def run_inputs(self, app: str, function: str, method: str | None, params: str,
+                         inputs: list[bytes]) -> list[bytes]:
+        """Run inputs on the current version of `app`'s `function` (the `.remote` path)."""
+        deployment = self.deployments.current(app)
+        pool = self.deployments.pool(deployment, function, params)
+        return await self.dispatcher.run(pool, method, inputs)
+
+    async def start(self) -> None:
+        self.bootstrap_admin_token()
+        self.deployments.load()
+        self.logs.start()
+        self.recorder.start()
+        recovered = self.spawns.recover()
+        if recovered:
+            log.info("re-running %d spawned call(s) left unfinished", recovered)
+        self._loop_task = asyncio.ensure_future(self.autoscaler.run())
+
+    def bootstrap_admin_token(self) -> None:
+        """On first start, make an admin token and hand it to the CLI through config.toml."""
+        if not self.settings.write_client_config:
+            return
+        token = read_config_file(self.settings.home).get("token")
+        if token is None or self.store.verify_token(token) is None:
+            token = self.store.create_token("admin", kind="admin").token
+            log.info("created an admin token; wrote it to %s/config.toml", self.settings.home)
+        write_client_config(self.settings.home, self.settings.url, token)
+
+    async def stop(self) -> None:
+        """Stop every replica (no orphans), then flush what is buffered."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.spawns.close()
+        await self.replicas.close()
+        await self.logs.close()
+        await self.recorder.close()
+        await self.http.aclose()
+        self.store.revoke_token(self._replica_token.id)
+        self.store.close()
+

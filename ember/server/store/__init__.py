@@ -1,0 +1,1 @@
+"""Persistence through SQLAlchemy: a SQLite file by default, PostgreSQL by URL."""

@@ -1,0 +1,180 @@
+"""SqlStore: apps and their versions, tokens, calls and logs, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ember import wire
+from ember.server.store import tables as t
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    name: str
+    kind: str
+    app: str | None
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    name: str
+    state: str
+    version: int
+    ephemeral: bool
+    created_at: float
+    updated_at: float
+
+
+def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class SqlStore:
+    """All persistent state. Methods are short transactions; none holds a lock across awaits."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
+        t.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def create_token(self, name: str, kind: str, app: str | None = None) -> wire.TokenCreated:
+        token_id = uuid.uuid4().hex[:12]
+        token = f"ember-{secrets.token_urlsafe(32)}"
+        with self.engine.begin() as conn:
+            conn.execute(t.tokens.insert().values(
+                id=token_id, name=name, kind=kind, app=app, secret_hash=hash_token(token),
+                created_at=time.time(), revoked=False))
+        return wire.TokenCreated(id=token_id, name=name, token=token)
+
+    def verify_token(self, token: str) -> TokenRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.tokens).where(
+                t.tokens.c.secret_hash == hash_token(token), t.tokens.c.revoked.is_(False))).first()
+        return TokenRecord(row.id, row.name, row.kind, row.app) if row else None
+
+    def list_tokens(self, kinds: Iterable[str]) -> list[wire.TokenInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.tokens).where(t.tokens.c.kind.in_(list(kinds)))
+                                .order_by(t.tokens.c.created_at)).all()
+        return [wire.TokenInfo(id=r.id, name=r.name, kind=r.kind, created_at=r.created_at,
+                               revoked=r.revoked) for r in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(t.tokens.update().where(t.tokens.c.id == token_id)
+                                  .values(revoked=True))
+        return result.rowcount > 0
+
+    # -- apps -----------------------------------------------------------------------------
+
+    def deploy(self, request: wire.DeployRequest) -> int:
+        """Store a new version of the app and make it current; returns the version number."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == request.app_name)).first()
+            version = row.version + 1 if row else 1
+            conn.execute(t.app_versions.insert().values(
+                app=request.app_name, version=version, request=request.model_dump_json(),
+                created_at=now))
+            values = {"state": "deployed", "version": version, "ephemeral": request.ephemeral,
+                      "updated_at": now}
+            if row:
+                conn.execute(t.apps.update().where(t.apps.c.name == request.app_name)
+                             .values(**values))
+            else:
+                conn.execute(t.apps.insert().values(name=request.app_name, created_at=now,
+                                                    **values))
+        return version
+
+    def get_app(self, name: str) -> AppRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == name)).first()
+        return AppRecord(**row._mapping) if row else None
+
+    def list_apps(self) -> list[AppRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.apps).order_by(t.apps.c.name)).all()
+        return [AppRecord(**r._mapping) for r in rows]
+
+    def app_version(self, name: str, version: int) -> wire.DeployRequest:
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(t.app_versions.c.request).where(
+                t.app_versions.c.app == name, t.app_versions.c.version == version)).scalar_one()
+        return wire.DeployRequest.model_validate_json(text)
+
+    def set_app_state(self, name: str, state: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.apps.update().where(t.apps.c.name == name)
+                         .values(state=state, updated_at=time.time()))
+
+    def delete_app(self, name: str) -> None:
+        """Forget an app entirely (ephemeral apps, once their run ends)."""
+        with self.engine.begin() as conn:
+            for table in (t.apps, t.app_versions):
+                column = table.c.name if table is t.apps else table.c.app
+                conn.execute(table.delete().where(column == name))
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def insert_calls(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(t.calls.insert(), rows)
+
+    def update_call(self, call_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).first()
+        return dict(row._mapping) if row else None
+
+    def unfinished_spawns(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.calls).where(
+                t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"]))).all()
+        return [dict(r._mapping) for r in rows]
+
+    def call_counts(self, app: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.calls.c.status, sa.func.sum(t.calls.c.inputs))
+                                .where(t.calls.c.app == app).group_by(t.calls.c.status)).all()
+        return {status: int(total or 0) for status, total in rows}
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def append_logs(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(t.logs.insert(), rows)
+
+    def read_logs(self, app: str, after: int = 0, limit: int = 1000) -> list[wire.LogLine]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.logs).where(t.logs.c.app == app, t.logs.c.id > after)
+                                .order_by(t.logs.c.id).limit(limit)).all()
+        return [wire.LogLine(**r._mapping) for r in rows]

@@ -1,0 +1,199 @@
+"""Typed, versioned messages that cross process boundaries (SDK <-> server <-> replica).
+
+Every field added after API_VERSION 1 must carry a default, so an older SDK keeps talking to a
+newer server (tests/unit/test_wire.py checks this). Function inputs and outputs themselves are
+cloudpickle blobs framed by `pack_frames`; the server never unpickles user data.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+API_VERSION = 1
+
+# HTTP headers of the call protocol.
+PARAMS_HEADER = "X-Ember-Params"  # base64 cloudpickle of a class's parameters ("" for none)
+VERSION_HEADER = "X-Ember-Api-Version"
+PICKLE_CONTENT_TYPE = "application/x-ember-frames"
+
+
+class Outcome(IntEnum):
+    """The first byte of every output frame."""
+
+    OK = 0  # cloudpickle of the return value
+    USER_ERROR = 1  # cloudpickle of (exception | None, traceback text, repr of exception)
+    PLATFORM_ERROR = 2  # JSON of ErrorInfo: timeouts, crashes, cancellations
+
+
+def pack_frames(frames: Iterable[bytes]) -> bytes:
+    """Concatenate blobs as 4-byte big-endian length + bytes."""
+    return b"".join(struct.pack(">I", len(frame)) + frame for frame in frames)
+
+
+def unpack_frames(data: bytes) -> list[bytes]:
+    """Split what `pack_frames` joined; raises ValueError on a truncated body."""
+    frames: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise ValueError("truncated frame header")
+        (size,) = struct.unpack_from(">I", data, offset)
+        offset += 4
+        if offset + size > len(data):
+            raise ValueError("truncated frame body")
+        frames.append(data[offset : offset + size])
+        offset += size
+    return frames
+
+
+class ErrorInfo(BaseModel):
+    """A platform error, as the body of an HTTP error or a PLATFORM_ERROR frame."""
+
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+def platform_error_frame(type_name: str, message: str) -> bytes:
+    """An output frame carrying a platform error (timeout, crash, cancellation)."""
+    info = ErrorInfo(type=type_name, message=message)
+    return bytes([Outcome.PLATFORM_ERROR]) + info.model_dump_json().encode()
+
+
+class RetryPolicy(BaseModel):
+    max_retries: int = 0
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+
+
+class ScheduleSpec(BaseModel):
+    kind: Literal["cron", "period"]
+    cron: str | None = None
+    timezone: str = "UTC"
+    seconds: float | None = None
+
+
+class WebEndpointSpec(BaseModel):
+    kind: Literal["asgi", "wsgi", "fastapi", "web_server"]
+    method: str = "GET"
+    port: int | None = None
+    startup_timeout: float = 300.0
+    requires_proxy_auth: bool = False
+    label: str | None = None
+
+
+class FunctionSpec(BaseModel):
+    """Everything the control plane knows about one decorated function or class."""
+
+    name: str
+    is_class: bool = False
+    methods: list[str] = Field(default_factory=list)
+    image: dict[str, object] | None = None
+    gpu: str | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    timeout: float = 300.0
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    secrets: list[str] = Field(default_factory=list)
+    volumes: dict[str, str] = Field(default_factory=dict)
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
+    enable_memory_snapshot: bool = False
+    schedule: ScheduleSpec | None = None
+    max_inputs: int = 1
+    target_inputs: int | None = None
+    web: WebEndpointSpec | None = None
+
+
+class DeployRequest(BaseModel):
+    app_name: str
+    declared_name: str  # the name given to ember.App(...) in the source, to find it on import
+    module: str  # import name of the module that defines the app
+    files: dict[str, str] = Field(default_factory=dict)  # relative path -> source text
+    functions: list[FunctionSpec]
+    ephemeral: bool = False
+
+
+class DeployResponse(BaseModel):
+    app_name: str
+    version: int
+    functions: list[str]
+    urls: dict[str, str] = Field(default_factory=dict)
+
+
+class FunctionInfo(BaseModel):
+    name: str
+    is_class: bool
+    methods: list[str]
+    replicas: dict[str, int] = Field(default_factory=dict)  # state -> count
+    web_url: str | None = None
+
+
+class AppInfo(BaseModel):
+    name: str
+    state: Literal["deployed", "stopped"]
+    version: int
+    ephemeral: bool = False
+    created_at: float
+    updated_at: float
+    functions: list[FunctionInfo] = Field(default_factory=list)
+
+
+class LogLine(BaseModel):
+    id: int
+    ts: float
+    app: str
+    function: str
+    replica: str
+    text: str
+
+
+class SpawnResponse(BaseModel):
+    call_id: str
+
+
+class CallStatus(BaseModel):
+    call_id: str
+    status: Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+class TokenCreated(BaseModel):
+    id: str
+    name: str
+    token: str  # shown once; only its hash is stored
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    kind: str
+    created_at: float
+    revoked: bool
+
+
+class ReplicaSettings(BaseModel):
+    """The one environment block (EMBER_REPLICA) a replica process reads at boot."""
+
+    replica_id: str
+    app_name: str
+    version: int
+    declared_name: str
+    module: str
+    source_dir: str | None
+    function: FunctionSpec
+    params: str = ""  # base64 cloudpickle of class parameters
+    listen_fd: int
+    server_url: str
+    token: str
+    graceful_shutdown: float = 30.0
