@@ -22,8 +22,7 @@ from ember.sdk.exceptions import Error
 from ember.sdk.function import Function, FunctionCall
 from ember.sdk.options import Retries
 from ember.sdk.schedule import Cron, Period
-
-__version__ = "0.1.0"
+from ember.version import __version__
 
 __all__ = [
     "App",
@@ -34,6 +33,7 @@ __all__ = [
     "FunctionCall",
     "Period",
     "Retries",
+    "__version__",
     "asgi_app",
     "concurrent",
     "enter",

@@ -10,7 +10,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from ember.backends.base import LogCallback, ReplicaLaunch
+from ember.backends.base import LogCallback, ReplicaHandle, ReplicaLaunch
 
 
 @dataclass(eq=False)
@@ -42,10 +42,16 @@ class LocalBackend:
         env = dict(os.environ, EMBER_REPLICA=settings.model_dump_json(), PYTHONUNBUFFERED="1")
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ember.runtime.replica",
-                env=env, pass_fds=(listener.fileno(),), start_new_session=True,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, cwd=settings.source_dir or None,
+                sys.executable,
+                "-m",
+                "ember.runtime.replica",
+                env=env,
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=settings.source_dir or None,
             )
         finally:
             listener.close()  # the child holds its own copy of the socket
@@ -54,7 +60,8 @@ class LocalBackend:
         self._replicas.add(replica)
         return replica
 
-    async def stop_replica(self, handle: LocalReplica, grace: float) -> None:  # type: ignore[override]
+    async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
+        assert isinstance(handle, LocalReplica)
         process = handle.process
         if process.returncode is None:
             _signal_group(process, signal.SIGTERM)

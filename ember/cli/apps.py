@@ -35,8 +35,14 @@ def list_apps(json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     table = Table("name", "state", "version", "functions", "replicas", "updated")
     for app in apps:
         replicas = sum(sum(f.replicas.values()) for f in app.functions)
-        table.add_row(app.name, app.state, str(app.version), str(len(app.functions)),
-                      str(replicas), _when(app.updated_at))
+        table.add_row(
+            app.name,
+            app.state,
+            str(app.version),
+            str(len(app.functions)),
+            str(replicas),
+            _when(app.updated_at),
+        )
     console.print(table)
 
 
@@ -52,8 +58,7 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
     table = Table("function", "kind", "methods", "replicas")
     for f in app.functions:
         states = ", ".join(f"{n} {s}" for s, n in sorted(f.replicas.items())) or "0"
-        table.add_row(f.name, "class" if f.is_class else "function", ", ".join(f.methods),
-                      states)
+        table.add_row(f.name, "class" if f.is_class else "function", ", ".join(f.methods), states)
     console.print(table)
 
 
@@ -67,8 +72,9 @@ def stop(name: str) -> None:
 
 @cli.command("logs")
 @friendly_errors
-def logs(name: str, follow: bool = typer.Option(False, "-f", "--follow",
-                                                help="Keep printing new lines.")) -> None:
+def logs(
+    name: str, follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines.")
+) -> None:
     """Print an app's logs (replica output and platform events)."""
     after = 0
     while True:

@@ -30,8 +30,10 @@ def parse_ref(ref: str) -> AppRef:
         err.print(f"[red]No such file: {path}[/red]")
         raise typer.Exit(2)
     if path.suffix != ".py":
-        err.print(f"[red]{path} is not a Python file; give the path of the file that defines "
-                  "your ember.App[/red]")
+        err.print(
+            f"[red]{path} is not a Python file; give the path of the file that defines "
+            "your ember.App[/red]"
+        )
         raise typer.Exit(2)
     return AppRef(path.resolve(), name or None)
 
@@ -48,7 +50,7 @@ def import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
         sys.modules.pop(name, None)
         err.print(f"[red]{path} does not import:[/red]")
         err.print("".join(traceback.format_exception(exc)), highlight=False, markup=False)
@@ -60,7 +62,7 @@ def import_file(path: Path) -> ModuleType:
 def find_app(module: ModuleType, path: Path) -> App:
     apps = [v for v in vars(module).values() if isinstance(v, App)]
     if not apps:
-        err.print(f"[red]{path} defines no ember.App; add `app = ember.App(\"name\")`[/red]")
+        err.print(f'[red]{path} defines no ember.App; add `app = ember.App("name")`[/red]')
         raise typer.Exit(1)
     named_app = [a for a in apps if getattr(module, "app", None) is a]
     return named_app[0] if named_app else apps[0]

@@ -6,11 +6,15 @@ import typer
 
 from ember.cli import apps, run, server, tokens
 
-cli = typer.Typer(help="Ember: serverless GPU apps on your own machines.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+cli = typer.Typer(
+    help="Ember: serverless GPU apps on your own machines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 cli.command("server")(server.server)
-cli.command("run", context_settings={"allow_extra_args": True,
-                                     "ignore_unknown_options": True})(run.run)
+cli.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    run.run
+)
 cli.command("deploy")(run.deploy)
 cli.command("serve")(run.serve)
 cli.add_typer(apps.cli, name="app")

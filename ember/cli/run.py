@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from ember import wire
 from ember.cli.loader import load_app, parse_ref
 from ember.cli.output import console, err, friendly_errors
 from ember.cli.server import embedded_server, server_reachable, use_server
@@ -21,7 +22,6 @@ from ember.sdk.cls import Cls
 from ember.sdk.config import ClientSettings
 from ember.sdk.function import Function
 from ember.sdk.synchronizer import run_sync
-from ember import wire
 
 
 @contextlib.contextmanager
@@ -32,8 +32,10 @@ def a_server() -> Iterator[None]:
         yield
         return
     if settings.configured:
-        err.print(f"[yellow]No server answers at {settings.server_url}; starting an embedded "
-                  "one for this run.[/yellow]")
+        err.print(
+            f"[yellow]No server answers at {settings.server_url}; starting an embedded "
+            "one for this run.[/yellow]"
+        )
     with embedded_server(settings.home) as embedded, use_server(embedded):
         yield
 
@@ -59,8 +61,11 @@ def _parse_cli_args(f: Callable[..., Any], args: list[str]) -> dict[str, Any]:
 
 
 def _convert(raw: str, annotation: Any) -> Any:
-    kind = annotation if isinstance(annotation, type) else {
-        "int": int, "float": float, "bool": bool}.get(str(annotation), str)
+    kind = (
+        annotation
+        if isinstance(annotation, type)
+        else {"int": int, "float": float, "bool": bool}.get(str(annotation), str)
+    )
     if kind is bool:
         return raw.lower() in ("1", "true", "yes", "y")
     return kind(raw) if kind in (int, float) else raw
@@ -88,8 +93,11 @@ class LogFollower:
 
     def _print_new(self) -> None:
         try:
-            lines = run_sync(Client.from_settings().json(
-                "GET", f"/api/v1/apps/{self._app}/logs", params={"after": self._after}))
+            lines = run_sync(
+                Client.from_settings().json(
+                    "GET", f"/api/v1/apps/{self._app}/logs", params={"after": self._after}
+                )
+            )
         except Exception:  # noqa: BLE001 - logs are best effort while the app runs
             return
         for line in lines:
@@ -98,8 +106,10 @@ class LogFollower:
             err.print(prefix + Text(line["text"]), highlight=False)
 
 
-def run(ref: str = typer.Argument(..., help="app.py or app.py::name"),
-        args: list[str] = typer.Argument(None, help="--name value arguments")) -> None:
+def run(
+    ref: str = typer.Argument(..., help="app.py or app.py::name"),
+    args: list[str] = typer.Argument(None, help="--name value arguments"),
+) -> None:
     """Run an app ephemerally: its local entrypoint, or the named function."""
     target = parse_ref(ref)
     app = load_app(target)
@@ -126,22 +136,29 @@ def _pick_entry(app: App, name: str | None) -> Any:
     if name is not None:
         if name not in choices:
             kinds = [n for n, v in app.registered_functions.items() if isinstance(v, Cls)]
-            hint = f" ({name} is a class: call its methods from a local entrypoint)" \
-                if name in kinds else ""
-            raise typer.BadParameter(f"{name!r} is not a function or local entrypoint of "
-                                     f"{app.name}{hint}; choose from {', '.join(choices)}")
+            hint = (
+                f" ({name} is a class: call its methods from a local entrypoint)"
+                if name in kinds
+                else ""
+            )
+            raise typer.BadParameter(
+                f"{name!r} is not a function or local entrypoint of "
+                f"{app.name}{hint}; choose from {', '.join(choices)}"
+            )
         return choices[name]
     if len(entrypoints) == 1:
         return next(iter(entrypoints.values()))
     if len(functions) == 1 and not entrypoints:
         return next(iter(functions.values()))
-    raise typer.BadParameter(f"say which to run: app.py::NAME with NAME one of "
-                             f"{', '.join(choices) or '(none defined)'}")
+    raise typer.BadParameter(
+        f"say which to run: app.py::NAME with NAME one of {', '.join(choices) or '(none defined)'}"
+    )
 
 
-def deploy(ref: str = typer.Argument(..., help="app.py"),
-           name: str = typer.Option(None, help="Deploy under this name instead of the app's.")
-           ) -> None:
+def deploy(
+    ref: str = typer.Argument(..., help="app.py"),
+    name: str = typer.Option(None, help="Deploy under this name instead of the app's."),
+) -> None:
     """Deploy an app (a new version if it exists); it keeps running after this returns."""
     app = load_app(parse_ref(ref))
     _deploy(app, name)
@@ -151,13 +168,17 @@ def deploy(ref: str = typer.Argument(..., help="app.py"),
 def _deploy(app: App, name: str | None) -> wire.DeployResponse:
     with console.status(f"Deploying {name or app.name}..."):
         response = app.deploy(name)
-    console.print(f"[green]✓[/green] Deployed [bold]{response.app_name}[/bold] "
-                  f"version {response.version}: {', '.join(response.functions)}")
+    console.print(
+        f"[green]✓[/green] Deployed [bold]{response.app_name}[/bold] "
+        f"version {response.version}: {', '.join(response.functions)}"
+    )
     return response
 
 
-def serve(ref: str = typer.Argument(..., help="app.py"),
-          interval: float = typer.Option(0.5, help="Seconds between checks for changes.")) -> None:
+def serve(
+    ref: str = typer.Argument(..., help="app.py"),
+    interval: float = typer.Option(0.5, help="Seconds between checks for changes."),
+) -> None:
     """Deploy an app and redeploy it whenever its file changes; Ctrl-C stops it."""
     target = parse_ref(ref)
     app = load_app(target)

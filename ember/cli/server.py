@@ -28,8 +28,9 @@ def server(
     database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
 ) -> None:
     """Run the control plane (API, autoscaler, replicas) in the foreground."""
-    settings = ServerSettings(home=home or ember_home(), host=host, port=port,
-                              database_url=database_url)
+    settings = ServerSettings(
+        home=home or ember_home(), host=host, port=port, database_url=database_url
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")

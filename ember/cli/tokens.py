@@ -15,8 +15,10 @@ cli = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 
 @cli.command("new")
 @friendly_errors
-def new(name: str = typer.Option("cli", help="A name to recognise the token by."),
-        json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def new(
+    name: str = typer.Option("cli", help="A name to recognise the token by."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Create an API token; it is shown once."""
     data = run_sync(Client.from_settings().json("POST", "/api/v1/tokens", json={"name": name}))
     token = wire.TokenCreated.model_validate(data)

@@ -36,16 +36,18 @@ class Replica:
         self.settings, self.user = settings, user
         self.ready = False
         self.web_app: Any = None
-        self._threads = ThreadPoolExecutor(max_workers=settings.function.max_inputs,
-                                           thread_name_prefix="ember-input")
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.function.max_inputs, thread_name_prefix="ember-input"
+        )
 
     async def start(self) -> None:
         """Run enter hooks and start the web endpoint, then report ready; exit on failure."""
         try:
             await self.user.run_hooks(self.user.enter_hooks)
             if self.settings.function.web is not None and self.user.web_factory is not None:
-                self.web_app = await build_web_app(self.settings.function.web,
-                                                   self.user.web_factory)
+                self.web_app = await build_web_app(
+                    self.settings.function.web, self.user.web_factory
+                )
                 if self.settings.function.web.kind == "web_server":
                     await wait_for_port(self.settings.function.web)
         except BaseException:  # noqa: BLE001 - any startup failure ends the replica, loudly
@@ -57,7 +59,7 @@ class Replica:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(INTERNAL_PREFIX):
-            await self._internal(path[len(INTERNAL_PREFIX):], scope, receive, send)
+            await self._internal(path[len(INTERNAL_PREFIX) :], scope, receive, send)
         elif self.web_app is not None and scope["type"] in ("http", "websocket"):
             await self.web_app(scope, receive, send)
         elif scope["type"] == "http":
@@ -121,8 +123,10 @@ async def _read_body(receive: Any) -> bytes:
 
 
 async def _respond(send: Any, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode()),
-               (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -131,7 +135,7 @@ def _query_value(scope: Scope, key: str) -> str | None:
     for part in scope.get("query_string", b"").decode().split("&"):
         name, _, value = part.partition("=")
         if name == key:
-            return value
+            return str(value)
     return None
 
 
@@ -145,9 +149,14 @@ def _die_with_parent() -> None:
 async def serve(settings: wire.ReplicaSettings) -> None:
     user = load_user_code(settings)
     replica = Replica(settings, user)
-    config = uvicorn.Config(replica, fd=settings.listen_fd, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=int(settings.graceful_shutdown),
-                            access_log=False)
+    config = uvicorn.Config(
+        replica,
+        fd=settings.listen_fd,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=int(settings.graceful_shutdown),
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     starting = asyncio.ensure_future(replica.start())
     await server.serve()  # returns after SIGTERM, once in-flight requests have finished
@@ -161,8 +170,11 @@ def main() -> None:
     # Nested calls (`other_function.remote()` inside user code) reach the same server.
     os.environ["EMBER_SERVER_URL"] = settings.server_url
     os.environ["EMBER_TOKEN"] = settings.token
-    print(f"replica {settings.replica_id} of {settings.app_name}.{settings.function.name} "
-          f"(v{settings.version}) starting", flush=True)
+    print(
+        f"replica {settings.replica_id} of {settings.app_name}.{settings.function.name} "
+        f"(v{settings.version}) starting",
+        flush=True,
+    )
     try:
         asyncio.run(serve(settings))
     except Exception:  # noqa: BLE001 - import errors and the like: print, then fail the replica

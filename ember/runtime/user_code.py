@@ -64,7 +64,9 @@ def load_user_code(settings: wire.ReplicaSettings) -> UserCode:
         return UserCode(settings.function, {"": raw}, web_factory=web)
     if isinstance(handle, Cls):
         return _class_code(settings, handle)
-    raise NotFoundError(f"app {settings.declared_name!r} has no function {settings.function.name!r}")
+    raise NotFoundError(
+        f"app {settings.declared_name!r} has no function {settings.function.name!r}"
+    )
 
 
 def _class_code(settings: wire.ReplicaSettings, handle: Cls) -> UserCode:

@@ -37,8 +37,14 @@ class App:
             return x * x
     """
 
-    def __init__(self, name: str | None = None, *, image: Any = None,
-                 secrets: list[Any] | None = None, volumes: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        image: Any = None,
+        secrets: list[Any] | None = None,
+        volumes: dict[str, Any] | None = None,
+    ) -> None:
         self.name = name or "ember-app"
         self._defaults = {"image": image, "secrets": secrets, "volumes": volumes}
         self.registered_functions: dict[str, Function | Cls] = {}
@@ -51,8 +57,9 @@ class App:
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         merged = {k: v for k, v in self._defaults.items() if v is not None}
-        merged.update({k: v for k, v in apply_deprecated(options, stacklevel=5).items()
-                       if v is not None})
+        merged.update(
+            {k: v for k, v in apply_deprecated(options, stacklevel=5).items() if v is not None}
+        )
         return merged
 
     def _register(self, name: str, handle: Function | Cls, spec: wire.FunctionSpec) -> None:
@@ -71,14 +78,20 @@ class App:
 
         def decorate(f: Any) -> Function:
             if isinstance(f, type):
-                raise InvalidError(f"@app.function cannot decorate a class ({f.__name__}); "
-                                   "use @app.cls() instead")
+                raise InvalidError(
+                    f"@app.function cannot decorate a class ({f.__name__}); use @app.cls() instead"
+                )
             if isinstance(f, Function | Cls):
                 raise InvalidError(f"{f!r} is already registered on an app")
             partial = as_partial(f)
             name = partial.raw.__name__
-            spec = build_spec(name, opts, web=partial.web, max_inputs=partial.max_inputs,
-                              target_inputs=partial.target_inputs)
+            spec = build_spec(
+                name,
+                opts,
+                web=partial.web,
+                max_inputs=partial.max_inputs,
+                target_inputs=partial.target_inputs,
+            )
             handle = Function(name, app=self, raw=partial.raw, spec=spec)
             self._register(name, handle, spec)
             return handle
@@ -100,9 +113,15 @@ class App:
             if len(webs) > 1:
                 raise InvalidError(f"{user_cls.__name__} has more than one web endpoint method")
             max_inputs, target = getattr(user_cls, "__ember_concurrency__", (None, None))
-            spec = build_spec(user_cls.__name__, opts, is_class=True, methods=methods,
-                              web=webs[0] if webs else None, max_inputs=max_inputs,
-                              target_inputs=target)
+            spec = build_spec(
+                user_cls.__name__,
+                opts,
+                is_class=True,
+                methods=methods,
+                web=webs[0] if webs else None,
+                max_inputs=max_inputs,
+                target_inputs=target,
+            )
             if spec.schedule is not None:
                 raise InvalidError("schedule= applies to @app.function, not to classes")
             handle = Cls(user_cls.__name__, app=self, user_cls=user_cls, spec=spec)
@@ -111,8 +130,9 @@ class App:
 
         return decorate
 
-    def local_entrypoint(self, _bare: Any = None, *, name: str | None = None
-                         ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def local_entrypoint(
+        self, _bare: Any = None, *, name: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Mark the function `ember run app.py` runs on your machine."""
         if _bare is not None:
             raise InvalidError(_FORGOT_PARENS.format("local_entrypoint"))
@@ -125,17 +145,24 @@ class App:
 
     # -- deploying ------------------------------------------------------------------------
 
-    def deploy_request(self, *, app_name: str | None = None, ephemeral: bool = False
-                       ) -> wire.DeployRequest:
+    def deploy_request(
+        self, *, app_name: str | None = None, ephemeral: bool = False
+    ) -> wire.DeployRequest:
         """The specs plus the source of the module that defines this app."""
         module_name, files = _module_source(self)
-        return wire.DeployRequest(app_name=app_name or self.name, declared_name=self.name,
-                                  module=module_name, files=files,
-                                  functions=list(self.specs.values()), ephemeral=ephemeral)
+        return wire.DeployRequest(
+            app_name=app_name or self.name,
+            declared_name=self.name,
+            module=module_name,
+            files=files,
+            functions=list(self.specs.values()),
+            ephemeral=ephemeral,
+        )
 
     async def _deploy(self, request: wire.DeployRequest) -> wire.DeployResponse:
-        data = await Client.from_settings().json("POST", "/api/v1/apps",
-                                                 content=request.model_dump_json())
+        data = await Client.from_settings().json(
+            "POST", "/api/v1/apps", content=request.model_dump_json()
+        )
         response = wire.DeployResponse.model_validate(data)
         self.deployed_name = response.app_name
         return response

@@ -48,7 +48,9 @@ class Client:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ConnectionError(f"cannot reach the Ember server at {self.server_url}: {exc}") from exc
+            raise ConnectionError(
+                f"cannot reach the Ember server at {self.server_url}: {exc}"
+            ) from exc
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
@@ -61,7 +63,9 @@ def _error_from_response(response: httpx.Response) -> Exception:
     try:
         info = wire.ErrorBody.model_validate(response.json()).error
     except (json.JSONDecodeError, ValueError):
-        info = wire.ErrorInfo(type="ServerError", message=f"HTTP {response.status_code}: {response.text}")
+        info = wire.ErrorInfo(
+            type="ServerError", message=f"HTTP {response.status_code}: {response.text}"
+        )
     if response.status_code == 401:
         return AuthError(info.message)
     return error_from_wire(info.type, info.message)

@@ -23,8 +23,12 @@ def class_partials(user_cls: type) -> dict[str, PartialFunction]:
 
 
 def class_parameters(user_cls: type) -> dict[str, Parameter]:
-    return {name: value for klass in reversed(user_cls.__mro__)
-            for name, value in vars(klass).items() if isinstance(value, Parameter)}
+    return {
+        name: value
+        for klass in reversed(user_cls.__mro__)
+        for name, value in vars(klass).items()
+        if isinstance(value, Parameter)
+    }
 
 
 def resolve_parameters(user_cls: type, given: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +37,10 @@ def resolve_parameters(user_cls: type, given: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(declared))
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"
-        raise InvalidError(f"{user_cls.__name__} has no parameter {', '.join(unknown)}; "
-                           f"declared parameters: {valid}")
+        raise InvalidError(
+            f"{user_cls.__name__} has no parameter {', '.join(unknown)}; "
+            f"declared parameters: {valid}"
+        )
     values = {name: p.default for name, p in declared.items() if not p.required}
     values.update(given)
     missing = sorted(set(declared) - set(values))
@@ -45,26 +51,41 @@ def resolve_parameters(user_cls: type, given: dict[str, Any]) -> dict[str, Any]:
 
 def instantiate(user_cls: type, params: dict[str, Any]) -> Any:
     """Build the user's object with its parameters set, as a replica (or `.local`) does."""
-    obj = user_cls.__new__(user_cls)
+    if "__init__" in {name for klass in user_cls.__mro__[:-1] for name in vars(klass)}:
+        return user_cls(**params)  # an old-style class with its own constructor
+    obj: Any = object.__new__(user_cls)
     for name, value in params.items():
         setattr(obj, name, value)
-    if user_cls.__init__ is not object.__init__:
-        obj.__init__(**params)
     return obj
 
 
-def hooks(obj: Any, partials: dict[str, PartialFunction], *, snap: bool | None = None,
-          exit_hooks: bool = False) -> list[Callable[[], Any]]:
+def hooks(
+    obj: Any,
+    partials: dict[str, PartialFunction],
+    *,
+    snap: bool | None = None,
+    exit_hooks: bool = False,
+) -> list[Callable[[], Any]]:
     """Enter hooks with the given `snap` flag (or the exit hooks), bound, in definition order."""
-    return [getattr(obj, name) for name, partial in partials.items()
-            if (partial.is_exit if exit_hooks else partial.enter_snap is snap)]
+    return [
+        getattr(obj, name)
+        for name, partial in partials.items()
+        if (partial.is_exit if exit_hooks else partial.enter_snap is snap)
+    ]
 
 
 class Cls:
     """A deployed class: call it with parameters to get an object whose methods run remotely."""
 
-    def __init__(self, name: str, *, app: App | None = None, app_name: str | None = None,
-                 user_cls: type | None = None, spec: wire.FunctionSpec | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        app: App | None = None,
+        app_name: str | None = None,
+        user_cls: type | None = None,
+        spec: wire.FunctionSpec | None = None,
+    ) -> None:
         self.name, self.app, self.app_name = name, app, app_name
         self._user_cls, self.spec = user_cls, spec
 
@@ -111,12 +132,21 @@ class Obj:
             raise AttributeError(method)
         spec = self._cls.spec
         if spec is not None and method not in spec.methods:
-            raise AttributeError(f"{self._cls.name} has no method {method!r} "
-                                 f"(methods: {', '.join(spec.methods) or 'none'}); "
-                                 "decorate it with @ember.method()")
+            raise AttributeError(
+                f"{self._cls.name} has no method {method!r} "
+                f"(methods: {', '.join(spec.methods) or 'none'}); "
+                "decorate it with @ember.method()"
+            )
 
         def local_call(*args: Any, **kwargs: Any) -> Any:
             return getattr(self._local_instance(), method)(*args, **kwargs)
 
-        return Function(self._cls.name, app=self._cls.app, app_name=self._cls.app_name,
-                        spec=spec, method=method, params=self._encoded, local_call=local_call)
+        return Function(
+            self._cls.name,
+            app=self._cls.app,
+            app_name=self._cls.app_name,
+            spec=spec,
+            method=method,
+            params=self._encoded,
+            local_call=local_call,
+        )

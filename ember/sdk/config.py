@@ -39,4 +39,3 @@ class ClientSettings:
             token=env.get("EMBER_TOKEN") or file_values.get("token"),
             home=home,
         )
-

@@ -1,14 +1,14 @@
 """Method and function decorators: they only set flags that `@app.function` and `@app.cls` read.
 
-    @app.cls()
-    class Model:
-        size: int = ember.parameter(default=1)
+@app.cls()
+class Model:
+    size: int = ember.parameter(default=1)
 
-        @ember.enter(snap=True)
-        def load(self): ...
+    @ember.enter(snap=True)
+    def load(self): ...
 
-        @ember.method()
-        def predict(self, x): ...
+    @ember.method()
+    def predict(self, x): ...
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def as_partial(obj: Any) -> PartialFunction:
 def _flagger(decorator_name: str, **flags: Any) -> Callable[[Any], PartialFunction]:
     def apply(f: Any) -> PartialFunction:
         if isinstance(f, type):
-            raise InvalidError(f"@ember.{decorator_name} decorates methods and functions, not classes")
+            raise InvalidError(
+                f"@ember.{decorator_name} decorates methods and functions, not classes"
+            )
         if not callable(f):
             raise InvalidError(f"@ember.{decorator_name} needs a function, got {f!r}")
         partial = as_partial(f)
@@ -67,7 +69,7 @@ def enter(f: Any = None, *, snap: bool = False) -> Any:
     return _with_optional_parens("enter", f, enter_snap=snap)
 
 
-def exit(f: Any = None) -> Any:  # noqa: A001 - Modal's name
+def exit(f: Any = None) -> Any:
     """Run this method when a replica stops (on SIGTERM, within the grace period)."""
     return _with_optional_parens("exit", f, is_exit=True)
 
@@ -78,7 +80,7 @@ def method(f: Any = None) -> Any:
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:
-    """Let one replica serve up to `max_inputs` inputs at once (autoscale towards `target_inputs`)."""
+    """Let one replica serve up to `max_inputs` inputs at once, scaling at `target_inputs`."""
     if max_inputs < 1:
         raise InvalidError("@ember.concurrent(max_inputs=...) must be at least 1")
     if target_inputs is not None and not 1 <= target_inputs <= max_inputs:
@@ -86,7 +88,7 @@ def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable
 
     def apply(obj: Any) -> Any:
         if isinstance(obj, type):
-            obj.__ember_concurrency__ = (max_inputs, target_inputs)
+            obj.__ember_concurrency__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]
             return obj
         partial = as_partial(obj)
         partial.max_inputs, partial.target_inputs = max_inputs, target_inputs
@@ -104,30 +106,54 @@ def _web(kind: str, *, requires_proxy_auth: bool, auth: bool | None, **fields: A
     return _flagger(f"{kind} endpoint", web=spec)
 
 
-def asgi_app(*, label: str | None = None, requires_proxy_auth: bool = False,
-             auth: bool | None = None) -> Any:
+def asgi_app(
+    *, label: str | None = None, requires_proxy_auth: bool = False, auth: bool | None = None
+) -> Any:
     """Serve the ASGI app this function returns."""
     return _web("asgi", label=label, requires_proxy_auth=requires_proxy_auth, auth=auth)
 
 
-def wsgi_app(*, label: str | None = None, requires_proxy_auth: bool = False,
-             auth: bool | None = None) -> Any:
+def wsgi_app(
+    *, label: str | None = None, requires_proxy_auth: bool = False, auth: bool | None = None
+) -> Any:
     """Serve the WSGI app this function returns."""
     return _web("wsgi", label=label, requires_proxy_auth=requires_proxy_auth, auth=auth)
 
 
-def fastapi_endpoint(*, method: str = "GET", label: str | None = None,
-                     requires_proxy_auth: bool = False, auth: bool | None = None) -> Any:
+def fastapi_endpoint(
+    *,
+    method: str = "GET",
+    label: str | None = None,
+    requires_proxy_auth: bool = False,
+    auth: bool | None = None,
+) -> Any:
     """Serve this function as a single FastAPI route."""
-    return _web("fastapi", method=method.upper(), label=label,
-                requires_proxy_auth=requires_proxy_auth, auth=auth)
+    return _web(
+        "fastapi",
+        method=method.upper(),
+        label=label,
+        requires_proxy_auth=requires_proxy_auth,
+        auth=auth,
+    )
 
 
-def web_server(port: int, *, startup_timeout: float = 300.0, label: str | None = None,
-               requires_proxy_auth: bool = False, auth: bool | None = None) -> Any:
+def web_server(
+    port: int,
+    *,
+    startup_timeout: float = 300.0,
+    label: str | None = None,
+    requires_proxy_auth: bool = False,
+    auth: bool | None = None,
+) -> Any:
     """Proxy to whatever HTTP server this function starts listening on `port`."""
-    return _web("web_server", port=port, startup_timeout=startup_timeout, label=label,
-                requires_proxy_auth=requires_proxy_auth, auth=auth)
+    return _web(
+        "web_server",
+        port=port,
+        startup_timeout=startup_timeout,
+        label=label,
+        requires_proxy_auth=requires_proxy_auth,
+        auth=auth,
+    )
 
 
 _NO_DEFAULT: Any = object()

@@ -19,7 +19,7 @@ class AuthError(Error):
     """A missing, wrong or revoked token."""
 
 
-class ConnectionError(Error):  # noqa: A001 - Modal's name, kept for `import ember as modal`
+class ConnectionError(Error):
     """The control plane cannot be reached."""
 
 

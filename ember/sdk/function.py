@@ -28,10 +28,18 @@ GET_POLL_SECONDS = 30.0  # one long-poll of FunctionCall.get
 class Function:
     """A deployed function (or one method of a deployed class, bound to its parameters)."""
 
-    def __init__(self, name: str, *, app: App | None = None, app_name: str | None = None,
-                 raw: Callable[..., Any] | None = None, spec: wire.FunctionSpec | None = None,
-                 method: str | None = None, params: str = "",
-                 local_call: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        app: App | None = None,
+        app_name: str | None = None,
+        raw: Callable[..., Any] | None = None,
+        spec: wire.FunctionSpec | None = None,
+        method: str | None = None,
+        params: str = "",
+        local_call: Callable[..., Any] | None = None,
+    ) -> None:
         self.name, self.spec, self._app, self._app_name = name, spec, app, app_name
         self._raw, self._method, self._params, self._local_call = raw, method, params, local_call
 
@@ -75,8 +83,9 @@ class Function:
 
     async def _post_inputs(self, action: str, inputs: list[bytes]) -> list[bytes]:
         client = Client.from_settings()
-        response = await client.request("POST", self._path(action),
-                                        **self._request_kwargs(wire.pack_frames(inputs)))
+        response = await client.request(
+            "POST", self._path(action), **self._request_kwargs(wire.pack_frames(inputs))
+        )
         return wire.unpack_frames(response.content)
 
     @live
@@ -91,41 +100,64 @@ class Function:
         """Start remotely and return at once; the result is kept for `FunctionCall.get()`."""
         payload = serialize((args, kwargs), "the function's arguments")
         client = Client.from_settings()
-        response = await client.request("POST", self._path("spawn"),
-                                        **self._request_kwargs(wire.pack_frames([payload])))
+        response = await client.request(
+            "POST", self._path("spawn"), **self._request_kwargs(wire.pack_frames([payload]))
+        )
         return FunctionCall(wire.SpawnResponse.model_validate(response.json()).call_id)
 
     @live
-    async def map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
-                  order_outputs: bool = True, return_exceptions: bool = False
-                  ) -> AsyncIterator[Any]:
+    async def map(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
         """Run over zipped inputs in parallel; yields results (in input order by default)."""
         arg_tuples = zip(*iterables, strict=False)
-        async for value in self._map_args(arg_tuples, kwargs or {}, order_outputs,
-                                          return_exceptions):
+        async for value in self._map_args(
+            arg_tuples, kwargs or {}, order_outputs, return_exceptions
+        ):
             yield value
 
     @live
-    async def starmap(self, input_iterator: Iterable[tuple[Any, ...]], *,
-                      kwargs: dict[str, Any] | None = None, order_outputs: bool = True,
-                      return_exceptions: bool = False) -> AsyncIterator[Any]:
+    async def starmap(
+        self,
+        input_iterator: Iterable[tuple[Any, ...]],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
         """Like `map`, with each item unpacked as the positional arguments."""
-        async for value in self._map_args(iter(input_iterator), kwargs or {}, order_outputs,
-                                          return_exceptions):
+        async for value in self._map_args(
+            iter(input_iterator), kwargs or {}, order_outputs, return_exceptions
+        ):
             yield value
 
     @live
-    async def for_each(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
-                       ignore_exceptions: bool = False) -> None:
+    async def for_each(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
         """Run over the inputs for their side effects; results are discarded."""
-        async for _ in self._map_args(zip(*iterables, strict=False), kwargs or {}, False,
-                                      ignore_exceptions):
+        async for _ in self._map_args(
+            zip(*iterables, strict=False), kwargs or {}, False, ignore_exceptions
+        ):
             pass
 
-    async def _map_args(self, arg_tuples: Iterable[tuple[Any, ...]], kwargs: dict[str, Any],
-                        order_outputs: bool, return_exceptions: bool) -> AsyncIterator[Any]:
-        chunks = _chunked((serialize((tuple(args), kwargs), "a map input")
-                           for args in arg_tuples), MAP_CHUNK)
+    async def _map_args(
+        self,
+        arg_tuples: Iterable[tuple[Any, ...]],
+        kwargs: dict[str, Any],
+        order_outputs: bool,
+        return_exceptions: bool,
+    ) -> AsyncIterator[Any]:
+        chunks = _chunked(
+            (serialize((tuple(args), kwargs), "a map input") for args in arg_tuples), MAP_CHUNK
+        )
         pending: dict[int, asyncio.Task[list[bytes]]] = {}
         done: dict[int, list[bytes]] = {}
         next_to_yield = 0
@@ -140,8 +172,9 @@ class Function:
                 pending[index] = asyncio.ensure_future(self._post_inputs("map", chunk))
                 index += 1
             if pending:
-                finished, _ = await asyncio.wait(pending.values(),
-                                                 return_when=asyncio.FIRST_COMPLETED)
+                finished, _ = await asyncio.wait(
+                    pending.values(), return_when=asyncio.FIRST_COMPLETED
+                )
                 for i, task in list(pending.items()):
                     if task in finished:
                         done[i] = pending.pop(i).result()
@@ -188,13 +221,16 @@ class FunctionCall:
 
     @live
     async def get(self, timeout: float | None = None) -> Any:
-        """Wait for the result; raise OutputExpiredError (a TimeoutError) after `timeout` seconds."""
+        """Wait for the result; OutputExpiredError (a TimeoutError) after `timeout` seconds."""
         client = Client.from_settings()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = GET_POLL_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
-            response = await client.request("GET", f"/api/v1/calls/{self.object_id}",
-                                            params={"timeout": min(wait, GET_POLL_SECONDS)})
+            response = await client.request(
+                "GET",
+                f"/api/v1/calls/{self.object_id}",
+                params={"timeout": min(wait, GET_POLL_SECONDS)},
+            )
             if response.status_code == 200:
                 (frame,) = wire.unpack_frames(response.content)
                 return outcome_value(frame)

@@ -43,9 +43,12 @@ def apply_deprecated(options: dict[str, Any], stacklevel: int = 4) -> dict[str, 
         if old not in options:
             continue
         value = options.pop(old)
-        warnings.warn(f"`{old}` is deprecated; use `{new}` instead"
-                      + (" (or @ember.concurrent(max_inputs=...))" if new == "max_inputs" else ""),
-                      DeprecationWarning, stacklevel=stacklevel)
+        warnings.warn(
+            f"`{old}` is deprecated; use `{new}` instead"
+            + (" (or @ember.concurrent(max_inputs=...))" if new == "max_inputs" else ""),
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
         if value is not None and options.get(new) is None:
             options[new] = value
     return options
@@ -60,9 +63,12 @@ def _retry_policy(retries: int | Retries | None) -> wire.RetryPolicy:
         retries = Retries(max_retries=retries, initial_delay=0.0)
     if not 0 <= retries.max_retries <= 10:
         raise InvalidError("retries must be between 0 and 10")
-    return wire.RetryPolicy(max_retries=retries.max_retries,
-                            backoff_coefficient=retries.backoff_coefficient,
-                            initial_delay=retries.initial_delay, max_delay=retries.max_delay)
+    return wire.RetryPolicy(
+        max_retries=retries.max_retries,
+        backoff_coefficient=retries.backoff_coefficient,
+        initial_delay=retries.initial_delay,
+        max_delay=retries.max_delay,
+    )
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -80,19 +86,30 @@ def _named(objects: Any, what: str) -> list[str]:
     return names
 
 
-def build_spec(name: str, options: dict[str, Any], *, is_class: bool = False,
-               methods: list[str] | None = None, web: wire.WebEndpointSpec | None = None,
-               max_inputs: int | None = None, target_inputs: int | None = None) -> wire.FunctionSpec:
+def build_spec(
+    name: str,
+    options: dict[str, Any],
+    *,
+    is_class: bool = False,
+    methods: list[str] | None = None,
+    web: wire.WebEndpointSpec | None = None,
+    max_inputs: int | None = None,
+    target_inputs: int | None = None,
+) -> wire.FunctionSpec:
     """Check every option and return the spec the server stores."""
     o = options
     for key in ("cpu", "memory", "timeout", "scaledown_window"):
         _positive(key, o.get(key))
     gpu = o.get("gpu")
     if gpu is not None and not (isinstance(gpu, str) and _GPU.match(gpu)):
-        raise InvalidError(f"unknown gpu {gpu!r}: use a type such as 'any', 'A100', 'H100' or "
-                           "'H100:2' for two")
-    min_c, max_c, buffer_c = o.get("min_containers") or 0, o.get("max_containers"), \
-        o.get("buffer_containers") or 0
+        raise InvalidError(
+            f"unknown gpu {gpu!r}: use a type such as 'any', 'A100', 'H100' or 'H100:2' for two"
+        )
+    min_c, max_c, buffer_c = (
+        o.get("min_containers") or 0,
+        o.get("max_containers"),
+        o.get("buffer_containers") or 0,
+    )
     if min_c < 0 or buffer_c < 0 or (max_c is not None and max_c < 1):
         raise InvalidError("min_containers and buffer_containers must be >= 0, max_containers >= 1")
     if max_c is not None and min_c > max_c:
@@ -108,16 +125,24 @@ def build_spec(name: str, options: dict[str, Any], *, is_class: bool = False,
             raise InvalidError(f"volume mount path {path!r} must be absolute, e.g. '/models'")
     image = o.get("image")
     return wire.FunctionSpec(
-        name=name, is_class=is_class, methods=methods or [], web=web,
-        image=image.to_spec() if hasattr(image, "to_spec") else None,
-        gpu=gpu, cpu=o.get("cpu"), memory=o.get("memory"),
+        name=name,
+        is_class=is_class,
+        methods=methods or [],
+        web=web,
+        image=image.to_spec() if image is not None and hasattr(image, "to_spec") else None,
+        gpu=gpu,
+        cpu=o.get("cpu"),
+        memory=o.get("memory"),
         timeout=o.get("timeout") or 300.0,
         retries=_retry_policy(o.get("retries")),
         secrets=_named(o.get("secrets"), "secrets"),
         volumes={str(path): _named([vol], "volumes")[0] for path, vol in volumes.items()},
-        min_containers=min_c, max_containers=max_c, buffer_containers=buffer_c,
+        min_containers=min_c,
+        max_containers=max_c,
+        buffer_containers=buffer_c,
         scaledown_window=o.get("scaledown_window") or 60.0,
         enable_memory_snapshot=bool(o.get("enable_memory_snapshot")),
         schedule=schedule.to_spec() if schedule else None,
-        max_inputs=max_inputs or 1, target_inputs=target_inputs,
+        max_inputs=max_inputs or 1,
+        target_inputs=target_inputs,
     )

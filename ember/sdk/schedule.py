@@ -27,8 +27,10 @@ class Cron(Schedule):
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidError(f"unknown timezone {timezone!r} for Cron; use an IANA name "
-                               "such as 'UTC' or 'America/New_York'") from exc
+            raise InvalidError(
+                f"unknown timezone {timezone!r} for Cron; use an IANA name "
+                "such as 'UTC' or 'America/New_York'"
+            ) from exc
         self.cron_string, self.timezone = cron_string, timezone
 
     def to_spec(self) -> wire.ScheduleSpec:
@@ -38,8 +40,9 @@ class Cron(Schedule):
 class Period(Schedule):
     """Run every fixed interval, e.g. `ember.Period(minutes=5)`."""
 
-    def __init__(self, *, days: float = 0, hours: float = 0, minutes: float = 0,
-                 seconds: float = 0) -> None:
+    def __init__(
+        self, *, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0
+    ) -> None:
         self.seconds = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
         if self.seconds <= 0:
             raise InvalidError("ember.Period needs a positive interval, e.g. Period(minutes=5)")

@@ -15,8 +15,8 @@ from ember.sdk.exceptions import DeserializationError, RemoteError, error_from_w
 
 def serialize(obj: Any, what: str = "value") -> bytes:
     try:
-        return cloudpickle.dumps(obj)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure becomes one clear error
+        return bytes(cloudpickle.dumps(obj))
+    except Exception as exc:
         raise DeserializationError(
             f"cannot serialize {what} ({type(obj).__name__}): {exc}. Arguments and results must "
             "be picklable by cloudpickle (no open files, sockets, locks or generators)."
@@ -26,7 +26,7 @@ def serialize(obj: Any, what: str = "value") -> bytes:
 def deserialize(data: bytes, what: str = "value") -> Any:
     try:
         return cloudpickle.loads(data)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DeserializationError(f"cannot deserialize {what}: {exc}") from exc
 
 
@@ -43,10 +43,12 @@ def decode_params(value: str) -> dict[str, Any]:
 
 def ok_frame(value: Any) -> bytes:
     try:
-        return bytes([wire.Outcome.OK]) + cloudpickle.dumps(value)
+        return bytes([wire.Outcome.OK]) + bytes(cloudpickle.dumps(value))
     except Exception as exc:  # noqa: BLE001 - an unpicklable result is the user's error
         return error_frame(
-            DeserializationError(f"cannot serialize the return value ({type(value).__name__}): {exc}")
+            DeserializationError(
+                f"cannot serialize the return value ({type(value).__name__}): {exc}"
+            )
         )
 
 
@@ -56,7 +58,7 @@ def error_frame(exc: BaseException) -> bytes:
         body = cloudpickle.dumps((exc, tb, repr(exc)))
     except Exception:  # noqa: BLE001 - the exception itself may not pickle; keep its text
         body = cloudpickle.dumps((None, tb, repr(exc)))
-    return bytes([wire.Outcome.USER_ERROR]) + body
+    return bytes([wire.Outcome.USER_ERROR]) + bytes(body)
 
 
 def outcome_value(frame: bytes) -> Any:

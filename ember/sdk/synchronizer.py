@@ -1,8 +1,8 @@
-"""The thin sync face over the SDK's async core: one background event loop, `.aio` for async callers.
+"""The thin sync face over the SDK's async core: one background loop, `.aio` for async callers.
 
-Handle methods are written once, `async`; decorating them with `@live` makes `handle.remote(x)` block
-and `await handle.remote.aio(x)` await. Async generators become plain generators on the sync face.
-Every coroutine runs on the SDK's own loop thread, so the one httpx client is only ever used there.
+Handle methods are written once, `async`; `@live` makes `handle.remote(x)` block and
+`await handle.remote.aio(x)` await. Async generators become plain generators on the sync face.
+Every coroutine runs on the SDK's own loop thread, so the one httpx client is only used there.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class _BoundLive:
         return run_async(result)
 
 
-class live(Generic[T]):  # noqa: N801 - used as a decorator
+class live(Generic[T]):
     """Descriptor: `obj.method(...)` is sync, `obj.method.aio(...)` is async."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:

@@ -9,13 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-import ember
 from ember.backends.base import Backend
 from ember.server.api import apps, calls, tokens
 from ember.server.api.auth import TokenCache
 from ember.server.errors import ApiError
 from ember.server.plane import ControlPlane
 from ember.server.settings import ServerSettings
+from ember.version import __version__
 
 
 def create_app(settings: ServerSettings, backend: Backend | None = None) -> FastAPI:
@@ -30,13 +30,13 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Fast
         finally:
             await plane.stop()
 
-    app = FastAPI(title="Ember", version=ember.__version__, lifespan=lifespan)
+    app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
     for module in (apps, calls, tokens):
         app.include_router(module.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": ember.__version__}
+        return {"status": "ok", "version": __version__}
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -26,12 +26,29 @@ class CallRecorder:
         self._rows: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, app: str, function: str, method: str | None, kind: str,
-               frames: list[bytes], started: float) -> None:
-        self._rows.append({
-            "id": f"fc-{uuid.uuid4().hex}", "app": app, "function": function, "method": method,
-            "params": "", "kind": kind, "status": outcome_status(frames), "inputs": len(frames),
-            "created_at": started, "finished_at": time.time()})
+    def record(
+        self,
+        app: str,
+        function: str,
+        method: str | None,
+        kind: str,
+        frames: list[bytes],
+        started: float,
+    ) -> None:
+        self._rows.append(
+            {
+                "id": f"fc-{uuid.uuid4().hex}",
+                "app": app,
+                "function": function,
+                "method": method,
+                "params": "",
+                "kind": kind,
+                "status": outcome_status(frames),
+                "inputs": len(frames),
+                "created_at": started,
+                "finished_at": time.time(),
+            }
+        )
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -60,35 +77,51 @@ class SpawnedCalls:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._done: dict[str, asyncio.Event] = {}
 
-    def spawn(self, app: str, function: str, method: str | None, params: str,
-              payload: bytes) -> str:
+    def spawn(
+        self, app: str, function: str, method: str | None, params: str, payload: bytes
+    ) -> str:
         call_id = f"fc-{uuid.uuid4().hex}"
-        self._store.insert_calls([{
-            "id": call_id, "app": app, "function": function, "method": method,
-            "params": params, "kind": "spawn", "status": "pending", "inputs": 1,
-            "payload": payload, "created_at": time.time()}])
+        self._store.insert_calls(
+            [
+                {
+                    "id": call_id,
+                    "app": app,
+                    "function": function,
+                    "method": method,
+                    "params": params,
+                    "kind": "spawn",
+                    "status": "pending",
+                    "inputs": 1,
+                    "payload": payload,
+                    "created_at": time.time(),
+                }
+            ]
+        )
         self._start(call_id, app, function, method, params, payload)
         return call_id
 
-    def _start(self, call_id: str, app: str, function: str, method: str | None, params: str,
-               payload: bytes) -> None:
+    def _start(
+        self, call_id: str, app: str, function: str, method: str | None, params: str, payload: bytes
+    ) -> None:
         self._done[call_id] = asyncio.Event()
         self._tasks[call_id] = asyncio.ensure_future(
-            self._run(call_id, app, function, method, params, payload))
+            self._run(call_id, app, function, method, params, payload)
+        )
 
-    async def _run(self, call_id: str, app: str, function: str, method: str | None,
-                   params: str, payload: bytes) -> None:
+    async def _run(
+        self, call_id: str, app: str, function: str, method: str | None, params: str, payload: bytes
+    ) -> None:
         try:
             self._store.update_call(call_id, status="running")
             frames = await self._run_inputs(app, function, method, params, [payload])
-            self._store.update_call(call_id, status=outcome_status(frames), result=frames[0],
-                                    finished_at=time.time())
+            self._store.update_call(
+                call_id, status=outcome_status(frames), result=frames[0], finished_at=time.time()
+            )
         except asyncio.CancelledError:
             pass  # `cancel` already recorded the outcome
         except Exception as exc:  # noqa: BLE001 - e.g. the app was stopped meanwhile
             frame = wire.platform_error_frame(type(exc).__name__, getattr(exc, "message", str(exc)))
-            self._store.update_call(call_id, status="failed", result=frame,
-                                    finished_at=time.time())
+            self._store.update_call(call_id, status="failed", result=frame, finished_at=time.time())
         finally:
             self._tasks.pop(call_id, None)
             self._done.pop(call_id, asyncio.Event()).set()
@@ -97,8 +130,9 @@ class SpawnedCalls:
         """Run again the spawned calls a previous server process left unfinished."""
         unfinished = self._store.unfinished_spawns()
         for row in unfinished:
-            self._start(row["id"], row["app"], row["function"], row["method"], row["params"],
-                        row["payload"])
+            self._start(
+                row["id"], row["app"], row["function"], row["method"], row["params"], row["payload"]
+            )
         return len(unfinished)
 
     async def wait(self, call_id: str, timeout: float) -> dict[str, Any] | None:

@@ -25,8 +25,11 @@ class Deployment:
             if spec.name == function:
                 return spec
         names = ", ".join(s.name for s in self.request.functions)
-        raise ApiError(404, "NotFoundError",
-                       f"app {self.app!r} has no function {function!r} (functions: {names})")
+        raise ApiError(
+            404,
+            "NotFoundError",
+            f"app {self.app!r} has no function {function!r} (functions: {names})",
+        )
 
 
 class Deployments:
@@ -41,10 +44,12 @@ class Deployments:
                 self._forget(record.name)
             elif record.state == "deployed":
                 request = self._store.app_version(record.name, record.version)
-                source_dir = (self._apps_dir / record.name / f"v{record.version}"
-                              if request.files else None)
-                self._current[record.name] = Deployment(record.name, record.version, request,
-                                                        source_dir)
+                source_dir = (
+                    self._apps_dir / record.name / f"v{record.version}" if request.files else None
+                )
+                self._current[record.name] = Deployment(
+                    record.name, record.version, request, source_dir
+                )
                 self._warm(self._current[record.name])
 
     def deploy(self, request: wire.DeployRequest) -> Deployment:
@@ -86,8 +91,9 @@ class Deployments:
         if deployment is None:
             record = self._store.get_app(app)
             state = "is stopped" if record else "is not deployed"
-            raise ApiError(404, "NotFoundError",
-                           f"app {app!r} {state}; deploy it with `ember deploy`")
+            raise ApiError(
+                404, "NotFoundError", f"app {app!r} {state}; deploy it with `ember deploy`"
+            )
         return deployment
 
     def pool(self, deployment: Deployment, function: str, params: str) -> Pool:

@@ -30,8 +30,9 @@ class ReplicaLost(Exception):
 
 
 class Dispatcher:
-    def __init__(self, settings: ServerSettings, replicas: ReplicaManager,
-                 http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: ServerSettings, replicas: ReplicaManager, http: httpx.AsyncClient
+    ) -> None:
         self._settings, self._replicas, self._http = settings, replicas, http
 
     async def run(self, pool: Pool, method: str | None, inputs: list[bytes]) -> list[bytes]:
@@ -46,8 +47,11 @@ class Dispatcher:
                 try:
                     replica = await pool.queue.acquire(self._settings.queue_wait_timeout)
                 except (QueueTimeout, ReplicaStartupError) as exc:
-                    kind = "FunctionTimeoutError" if isinstance(exc, QueueTimeout) \
+                    kind = (
+                        "FunctionTimeoutError"
+                        if isinstance(exc, QueueTimeout)
                         else "ExecutionError"
+                    )
                     while pending:
                         outputs[pending.popleft()] = wire.platform_error_frame(kind, str(exc))
                     return
@@ -63,21 +67,31 @@ class Dispatcher:
                 await self._settle(pool, group, frames, outputs, attempts, pending)
 
         await asyncio.gather(*(worker() for _ in range(slots)))
-        return [out if out is not None else wire.platform_error_frame("ExecutionError", "input was lost")
-                for out in outputs]
+        return [
+            out
+            if out is not None
+            else wire.platform_error_frame("ExecutionError", "input was lost")
+            for out in outputs
+        ]
 
-    async def _send(self, pool: Pool, replica: Replica, method: str | None,
-                    batch: list[bytes]) -> list[bytes] | None:
+    async def _send(
+        self, pool: Pool, replica: Replica, method: str | None, batch: list[bytes]
+    ) -> list[bytes] | None:
         """The replica's output frames, or None if it was lost (crash, broken connection)."""
         timeout = pool.spec.timeout * len(batch)
         try:
             response = await self._http.post(
-                replica.handle.url + INPUTS_PATH, params={"method": method} if method else None,
-                content=wire.pack_frames(batch), timeout=httpx.Timeout(timeout, connect=5.0))
+                replica.handle.url + INPUTS_PATH,
+                params={"method": method} if method else None,
+                content=wire.pack_frames(batch),
+                timeout=httpx.Timeout(timeout, connect=5.0),
+            )
         except httpx.TimeoutException:
             self._replicas.kill(pool, replica)  # its thread is stuck in user code
-            message = (f"{pool.key.function} timed out after {pool.spec.timeout:g} s "
-                       f"(timeout={pool.spec.timeout:g})")
+            message = (
+                f"{pool.key.function} timed out after {pool.spec.timeout:g} s "
+                f"(timeout={pool.spec.timeout:g})"
+            )
             return [wire.platform_error_frame("FunctionTimeoutError", message)] * len(batch)
         except httpx.HTTPError:
             self._replicas.kill(pool, replica)
@@ -86,9 +100,15 @@ class Dispatcher:
             return None
         return wire.unpack_frames(response.content)
 
-    async def _settle(self, pool: Pool, group: list[int], frames: list[bytes] | None,
-                      outputs: list[bytes | None], attempts: list[int],
-                      pending: deque[int]) -> None:
+    async def _settle(
+        self,
+        pool: Pool,
+        group: list[int],
+        frames: list[bytes] | None,
+        outputs: list[bytes | None],
+        attempts: list[int],
+        pending: deque[int],
+    ) -> None:
         """Keep final outputs; put inputs that may be retried back at the front of the line."""
         policy = pool.spec.retries
         retry: list[int] = []
@@ -102,11 +122,14 @@ class Dispatcher:
                 outputs[index] = wire.platform_error_frame(
                     "ExecutionError",
                     f"the replica running {pool.key.function} crashed or was lost "
-                    f"(tried {attempts[index] + 1} time(s)); see `ember app logs {pool.key.app}`")
+                    f"(tried {attempts[index] + 1} time(s)); see `ember app logs {pool.key.app}`",
+                )
             else:
                 outputs[index] = frame
         if retry:
-            delay = min(policy.max_delay,
-                        policy.initial_delay * policy.backoff_coefficient ** (max(attempts) - 1))
+            delay = min(
+                policy.max_delay,
+                policy.initial_delay * policy.backoff_coefficient ** (max(attempts) - 1),
+            )
             await asyncio.sleep(delay)
             pending.extendleft(reversed(retry))

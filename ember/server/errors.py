@@ -11,5 +11,6 @@ class ApiError(Exception):
         self.status, self.type_name, self.message = status, type_name, message
 
     def body(self) -> dict[str, object]:
-        return wire.ErrorBody(error=wire.ErrorInfo(type=self.type_name,
-                                                   message=self.message)).model_dump()
+        return wire.ErrorBody(
+            error=wire.ErrorInfo(type=self.type_name, message=self.message)
+        ).model_dump()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 
@@ -24,14 +26,20 @@ class ReplicaStartupError(Exception):
 
 
 class ReplicaManager:
-    def __init__(self, settings: ServerSettings, backend: Backend, logs: LogSink,
-                 http: httpx.AsyncClient, replica_token: str) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        backend: Backend,
+        logs: LogSink,
+        http: httpx.AsyncClient,
+        replica_token: str,
+    ) -> None:
         self._settings, self._backend, self._logs = settings, backend, logs
         self._http, self._replica_token = http, replica_token
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -45,11 +53,19 @@ class ReplicaManager:
     async def _run(self, pool: Pool, replica: Replica) -> None:
         key = pool.key
         settings = wire.ReplicaSettings(
-            replica_id=replica.id, app_name=key.app, version=key.version,
-            declared_name=pool.deploy.declared_name, module=pool.deploy.module,
-            source_dir=str(pool.source_dir) if pool.source_dir else None, function=pool.spec,
-            params=key.params, listen_fd=-1, server_url=self._settings.url,
-            token=self._replica_token, graceful_shutdown=self._settings.replica_graceful_shutdown)
+            replica_id=replica.id,
+            app_name=key.app,
+            version=key.version,
+            declared_name=pool.deploy.declared_name,
+            module=pool.deploy.module,
+            source_dir=str(pool.source_dir) if pool.source_dir else None,
+            function=pool.spec,
+            params=key.params,
+            listen_fd=-1,
+            server_url=self._settings.url,
+            token=self._replica_token,
+            graceful_shutdown=self._settings.replica_graceful_shutdown,
+        )
         on_log = lambda text: self._logs.write(key.app, key.function, replica.id, text)  # noqa: E731
         try:
             replica.handle = await self._backend.start_replica(ReplicaLaunch(settings, on_log))
@@ -73,8 +89,12 @@ class ReplicaManager:
             self._startup_failed(pool, replica, f"replica exited with code {code} during startup")
         elif replica.state is not ReplicaState.STOPPING:
             log.warning("replica %s of %s exited unexpectedly (code %s)", replica.id, key, code)
-            self._logs.write(key.app, key.function, replica.id,
-                             f"[ember] replica exited unexpectedly with code {code}")
+            self._logs.write(
+                key.app,
+                key.function,
+                replica.id,
+                f"[ember] replica exited unexpectedly with code {code}",
+            )
         self._logs.forget(replica.id)
 
     async def _wait_ready(self, replica: Replica, exit_code: asyncio.Future[int]) -> bool:
@@ -99,12 +119,15 @@ class ReplicaManager:
     def _startup_failed(self, pool: Pool, replica: Replica, reason: str) -> None:
         pool.replicas.pop(replica.id, None)
         pool.startup_failures += 1
-        pool.next_start_at = time.monotonic() + min(30.0, 0.5 * 2 ** pool.startup_failures)
+        pool.next_start_at = time.monotonic() + min(30.0, 0.5 * 2**pool.startup_failures)
         tail = self._logs.tail(replica.id)
         pool.last_failure = f"{reason}. Last output:\n{tail}" if tail else reason
         self._logs.write(pool.key.app, pool.key.function, replica.id, f"[ember] {reason}")
-        pool.queue.fail_waiters(ReplicaStartupError(
-            f"{pool.key.function} could not start a replica: {pool.last_failure}"))
+        pool.queue.fail_waiters(
+            ReplicaStartupError(
+                f"{pool.key.function} could not start a replica: {pool.last_failure}"
+            )
+        )
 
     def stop(self, pool: Pool, replica: Replica) -> None:
         """Drain: take no new inputs, wait for in-flight ones, run exit hooks, stop."""
@@ -118,7 +141,9 @@ class ReplicaManager:
             await asyncio.sleep(0.05)
         replica.state = ReplicaState.STOPPING
         if replica.handle is not None:
-            await self._backend.stop_replica(replica.handle, self._settings.replica_graceful_shutdown)
+            await self._backend.stop_replica(
+                replica.handle, self._settings.replica_graceful_shutdown
+            )
 
     def kill(self, pool: Pool, replica: Replica) -> None:
         """Stop a replica that is stuck or broken, without waiting for its inputs."""
@@ -132,8 +157,12 @@ class ReplicaManager:
         results = await asyncio.gather(*(self.healthy(r, timeout=5.0) for r in ready))
         for replica, ok in zip(ready, results, strict=True):
             if not ok and replica.ready:
-                self._logs.write(pool.key.app, pool.key.function, replica.id,
-                                 "[ember] health check failed; replacing replica")
+                self._logs.write(
+                    pool.key.app,
+                    pool.key.function,
+                    replica.id,
+                    "[ember] health check failed; replacing replica",
+                )
                 self.kill(pool, replica)
 
     async def close(self) -> None:

@@ -20,8 +20,9 @@ class LogSink:
         self._task: asyncio.Task[None] | None = None
 
     def write(self, app: str, function: str, replica: str, text: str) -> None:
-        self._buffer.append({"ts": time.time(), "app": app, "function": function,
-                             "replica": replica, "text": text})
+        self._buffer.append(
+            {"ts": time.time(), "app": app, "function": function, "replica": replica, "text": text}
+        )
         self._tails.setdefault(replica, deque(maxlen=TAIL_LINES)).append(text)
 
     def tail(self, replica: str) -> str:

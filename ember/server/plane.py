@@ -30,11 +30,13 @@ class ControlPlane:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.store = SqlStore(settings.db_url)
         self.http = httpx.AsyncClient(
-            timeout=None, limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+            timeout=None, limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        )
         self.logs = LogSink(self.store)
         self._replica_token = self.store.create_token("replicas", kind="replica")
-        self.replicas = ReplicaManager(settings, backend or LocalBackend(), self.logs, self.http,
-                                       self._replica_token.token)
+        self.replicas = ReplicaManager(
+            settings, backend or LocalBackend(), self.logs, self.http, self._replica_token.token
+        )
         self.pools = PoolRegistry(on_wait=self._on_wait)
         self.autoscaler = Autoscaler(settings, self.pools, self.replicas)
         self.deployments = Deployments(self.store, settings.apps_dir, self.pools)
@@ -46,8 +48,9 @@ class ControlPlane:
     def _on_wait(self) -> None:
         self.autoscaler.trigger()
 
-    async def run_inputs(self, app: str, function: str, method: str | None, params: str,
-                         inputs: list[bytes]) -> list[bytes]:
+    async def run_inputs(
+        self, app: str, function: str, method: str | None, params: str, inputs: list[bytes]
+    ) -> list[bytes]:
         """Run inputs on the current version of `app`'s `function` (the `.remote` path)."""
         deployment = self.deployments.current(app)
         pool = self.deployments.pool(deployment, function, params)
@@ -86,4 +89,3 @@ class ControlPlane:
         await self.http.aclose()
         self.store.revoke_token(self._replica_token.id)
         self.store.close()
-

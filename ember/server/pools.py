@@ -78,13 +78,19 @@ class PoolRegistry:
     def __iter__(self) -> Any:
         return iter(list(self._pools.values()))
 
-    def get_or_create(self, key: PoolKey, spec: wire.FunctionSpec, deploy: wire.DeployRequest,
-                      source_dir: Path | None) -> Pool:
+    def get_or_create(
+        self,
+        key: PoolKey,
+        spec: wire.FunctionSpec,
+        deploy: wire.DeployRequest,
+        source_dir: Path | None,
+    ) -> Pool:
         pool = self._pools.get(key)
         if pool is None:
             holder: list[Pool] = []
-            queue = FunctionQueue(lambda: holder[0].replicas.values(), spec.max_inputs,
-                                  self._on_wait)
+            queue = FunctionQueue(
+                lambda: holder[0].replicas.values(), spec.max_inputs, self._on_wait
+            )
             pool = Pool(key, spec, deploy, source_dir, queue)
             holder.append(pool)
             self._pools[key] = pool

@@ -21,8 +21,11 @@ async def deploy(request: Request) -> wire.DeployResponse:
     plane = plane_of(request)
     deployment = plane.deployments.deploy(deploy_request)
     plane.autoscaler.trigger()
-    return wire.DeployResponse(app_name=deployment.app, version=deployment.version,
-                               functions=[f.name for f in deploy_request.functions])
+    return wire.DeployResponse(
+        app_name=deployment.app,
+        version=deployment.version,
+        functions=[f.name for f in deploy_request.functions],
+    )
 
 
 @router.get("")
@@ -43,14 +46,16 @@ async def stop_app(name: str, request: Request) -> wire.AppInfo:
     plane.autoscaler.trigger()
     record = plane.store.get_app(name)
     if record is None:  # an ephemeral app is gone once stopped
-        return wire.AppInfo(name=name, state="stopped", version=0, ephemeral=True,
-                            created_at=0, updated_at=0)
+        return wire.AppInfo(
+            name=name, state="stopped", version=0, ephemeral=True, created_at=0, updated_at=0
+        )
     return app_info(plane, name)
 
 
 @router.get("/{name}/logs")
-async def app_logs(name: str, request: Request, after: int = 0,
-                   limit: int = 1000) -> list[wire.LogLine]:
+async def app_logs(
+    name: str, request: Request, after: int = 0, limit: int = 1000
+) -> list[wire.LogLine]:
     plane = plane_of(request)
     if plane.store.get_app(name) is None:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found")
@@ -71,9 +76,17 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
             if pool.key.function == spec.name:
                 for state, n in pool.counts().items():
                     counts[state] = counts.get(state, 0) + n
-        functions.append(wire.FunctionInfo(name=spec.name, is_class=spec.is_class,
-                                           methods=spec.methods, replicas=counts))
-    return wire.AppInfo(name=record.name, state=record.state,  # type: ignore[arg-type]
-                        version=record.version, ephemeral=record.ephemeral,
-                        created_at=record.created_at, updated_at=record.updated_at,
-                        functions=functions)
+        functions.append(
+            wire.FunctionInfo(
+                name=spec.name, is_class=spec.is_class, methods=spec.methods, replicas=counts
+            )
+        )
+    return wire.AppInfo(
+        name=record.name,
+        state=record.state,  # type: ignore[arg-type]
+        version=record.version,
+        ephemeral=record.ephemeral,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        functions=functions,
+    )

@@ -1,4 +1,4 @@
-"""Authenticate API requests: a bearer token of kind admin (people, CLI) or replica (nested calls)."""
+"""Authenticate API requests: a bearer token of kind admin (people, CLI) or replica."""
 
 from __future__ import annotations
 
@@ -45,8 +45,12 @@ def require_token(request: Request) -> TokenRecord:
     """FastAPI dependency: 401 unless the request carries a live API token."""
     token = bearer_token(request)
     if token is None:
-        raise ApiError(401, "AuthError", "missing token: send `Authorization: Bearer <token>` "
-                       "(see `ember token new`, or EMBER_TOKEN)")
+        raise ApiError(
+            401,
+            "AuthError",
+            "missing token: send `Authorization: Bearer <token>` "
+            "(see `ember token new`, or EMBER_TOKEN)",
+        )
     cache: TokenCache = request.app.state.tokens
     record = cache.verify(plane_of(request), token)
     if record is None or record.kind not in API_TOKEN_KINDS:

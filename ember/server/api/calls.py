@@ -30,16 +30,18 @@ def _frames_response(frames: list[bytes]) -> Response:
 
 
 @router.post("/apps/{app}/functions/{function}/{kind}")
-async def run_inputs(app: str, function: str, kind: str, request: Request,
-                     method: str | None = None) -> Response:
+async def run_inputs(
+    app: str, function: str, kind: str, request: Request, method: str | None = None
+) -> Response:
     plane = plane_of(request)
     params = request.headers.get(wire.PARAMS_HEADER, "")
     inputs = await _inputs(request)
     if kind == "spawn":
         plane.deployments.current(app).spec(function)  # fail now for an unknown target
         call_id = plane.spawns.spawn(app, function, method, params, inputs[0])
-        return Response(wire.SpawnResponse(call_id=call_id).model_dump_json(),
-                        media_type="application/json")
+        return Response(
+            wire.SpawnResponse(call_id=call_id).model_dump_json(), media_type="application/json"
+        )
     if kind not in ("call", "map"):
         raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
     started = time.time()
@@ -55,8 +57,11 @@ async def get_call(call_id: str, request: Request, timeout: float = 0.0) -> Resp
         raise ApiError(404, "NotFoundError", f"no call {call_id!r}")
     row = await plane.spawns.wait(call_id, min(max(timeout, 0.0), MAX_GET_WAIT))
     if row is None or row["result"] is None:
-        return Response(wire.CallStatus(call_id=call_id, status="running").model_dump_json(),
-                        status_code=202, media_type="application/json")
+        return Response(
+            wire.CallStatus(call_id=call_id, status="running").model_dump_json(),
+            status_code=202,
+            media_type="application/json",
+        )
     return _frames_response([row["result"]])
 
 

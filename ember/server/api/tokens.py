@@ -23,8 +23,7 @@ async def create_token(body: NewToken, request: Request) -> wire.TokenCreated:
 
 @router.get("")
 async def list_tokens(request: Request) -> list[wire.TokenInfo]:
-    return plane_of(request).store.list_tokens(kinds=[k for k in API_TOKEN_KINDS
-                                                      if k != "replica"])
+    return plane_of(request).store.list_tokens(kinds=[k for k in API_TOKEN_KINDS if k != "replica"])
 
 
 @router.delete("/{token_id}")

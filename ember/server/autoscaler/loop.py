@@ -7,6 +7,7 @@ input of a scaled-to-zero function does not wait for the next tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -19,8 +20,9 @@ log = logging.getLogger("ember.autoscaler")
 
 
 def sample(pool: Pool, settings: ServerSettings, now: float) -> ScalingContext:
-    live = [r for r in pool.replicas.values()
-            if r.state in (ReplicaState.STARTING, ReplicaState.READY)]
+    live = [
+        r for r in pool.replicas.values() if r.state in (ReplicaState.STARTING, ReplicaState.READY)
+    ]
     spec = pool.spec
     max_containers = spec.max_containers or settings.default_max_containers
     if spec.web is not None and spec.web.kind == "web_server":
@@ -28,8 +30,10 @@ def sample(pool: Pool, settings: ServerSettings, now: float) -> ScalingContext:
     return ScalingContext(
         in_flight=sum(r.in_flight for r in live),
         queued=pool.queue.waiting,
-        replicas=tuple(ReplicaView(r.id, r.state is ReplicaState.STARTING, r.in_flight,
-                                   r.last_active) for r in live),
+        replicas=tuple(
+            ReplicaView(r.id, r.state is ReplicaState.STARTING, r.in_flight, r.last_active)
+            for r in live
+        ),
         min_containers=spec.min_containers if pool.active else 0,
         max_containers=max_containers,
         buffer_containers=spec.buffer_containers,
@@ -43,8 +47,9 @@ def sample(pool: Pool, settings: ServerSettings, now: float) -> ScalingContext:
 
 
 class Autoscaler:
-    def __init__(self, settings: ServerSettings, pools: PoolRegistry,
-                 replicas: ReplicaManager) -> None:
+    def __init__(
+        self, settings: ServerSettings, pools: PoolRegistry, replicas: ReplicaManager
+    ) -> None:
         self._settings, self._pools, self._replicas = settings, pools, replicas
         self._wake = asyncio.Event()
         self._last_health_check = 0.0
@@ -54,10 +59,8 @@ class Autoscaler:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.autoscale_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             await self.update()
 
@@ -71,7 +74,7 @@ class Autoscaler:
                 self._apply(pool, now)
                 if check_health:
                     await self._replicas.check_health(pool)
-            except Exception:  # noqa: BLE001 - one broken pool must not stop the others
+            except Exception:
                 log.exception("autoscaling %s failed", pool.key)
 
     def _apply(self, pool: Pool, now: float) -> None:

@@ -57,8 +57,13 @@ def decide(ctx: ScalingContext) -> ScalingDecision:
     if desired == current:
         return ScalingDecision()
     # Scale down only replicas that hold nothing; an active pool also waits out the window.
-    idle = [r for r in ctx.replicas if r.in_flight == 0 and not r.starting
-            and (not ctx.active or ctx.now - r.idle_since >= ctx.scaledown_window)]
+    idle = [
+        r
+        for r in ctx.replicas
+        if r.in_flight == 0
+        and not r.starting
+        and (not ctx.active or ctx.now - r.idle_since >= ctx.scaledown_window)
+    ]
     if not ctx.active:
         idle += [r for r in ctx.replicas if r.starting]
     idle.sort(key=lambda r: r.idle_since)

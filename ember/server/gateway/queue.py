@@ -21,8 +21,12 @@ class QueueTimeout(Exception):
 class FunctionQueue:
     """Hands out replica slots. A slot is held from `acquire` until `release`."""
 
-    def __init__(self, replicas: Callable[[], Iterable[Replica]], max_inputs: int,
-                 on_wait: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        replicas: Callable[[], Iterable[Replica]],
+        max_inputs: int,
+        on_wait: Callable[[], None],
+    ) -> None:
         self._replicas, self._max_inputs, self._on_wait = replicas, max_inputs, on_wait
         self._waiters: deque[asyncio.Future[Replica]] = deque()
 

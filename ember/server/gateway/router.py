@@ -25,7 +25,9 @@ def pick_replica(replicas: Iterable[R], max_inputs: int) -> R | None:
     for replica in replicas:
         if not replica.ready or replica.in_flight >= max_inputs:
             continue
-        if best is None or (replica.in_flight, -replica.last_active) < (best.in_flight,
-                                                                         -best.last_active):
+        if best is None or (replica.in_flight, -replica.last_active) < (
+            best.in_flight,
+            -best.last_active,
+        ):
             best = replica
     return best

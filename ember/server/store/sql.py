@@ -65,28 +65,47 @@ class SqlStore:
         token_id = uuid.uuid4().hex[:12]
         token = f"ember-{secrets.token_urlsafe(32)}"
         with self.engine.begin() as conn:
-            conn.execute(t.tokens.insert().values(
-                id=token_id, name=name, kind=kind, app=app, secret_hash=hash_token(token),
-                created_at=time.time(), revoked=False))
+            conn.execute(
+                t.tokens.insert().values(
+                    id=token_id,
+                    name=name,
+                    kind=kind,
+                    app=app,
+                    secret_hash=hash_token(token),
+                    created_at=time.time(),
+                    revoked=False,
+                )
+            )
         return wire.TokenCreated(id=token_id, name=name, token=token)
 
     def verify_token(self, token: str) -> TokenRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.tokens).where(
-                t.tokens.c.secret_hash == hash_token(token), t.tokens.c.revoked.is_(False))).first()
+            row = conn.execute(
+                sa.select(t.tokens).where(
+                    t.tokens.c.secret_hash == hash_token(token), t.tokens.c.revoked.is_(False)
+                )
+            ).first()
         return TokenRecord(row.id, row.name, row.kind, row.app) if row else None
 
     def list_tokens(self, kinds: Iterable[str]) -> list[wire.TokenInfo]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.tokens).where(t.tokens.c.kind.in_(list(kinds)))
-                                .order_by(t.tokens.c.created_at)).all()
-        return [wire.TokenInfo(id=r.id, name=r.name, kind=r.kind, created_at=r.created_at,
-                               revoked=r.revoked) for r in rows]
+            rows = conn.execute(
+                sa.select(t.tokens)
+                .where(t.tokens.c.kind.in_(list(kinds)))
+                .order_by(t.tokens.c.created_at)
+            ).all()
+        return [
+            wire.TokenInfo(
+                id=r.id, name=r.name, kind=r.kind, created_at=r.created_at, revoked=r.revoked
+            )
+            for r in rows
+        ]
 
     def revoke_token(self, token_id: str) -> bool:
         with self.engine.begin() as conn:
-            result = conn.execute(t.tokens.update().where(t.tokens.c.id == token_id)
-                                  .values(revoked=True))
+            result = conn.execute(
+                t.tokens.update().where(t.tokens.c.id == token_id).values(revoked=True)
+            )
         return result.rowcount > 0
 
     # -- apps -----------------------------------------------------------------------------
@@ -97,39 +116,56 @@ class SqlStore:
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(t.apps).where(t.apps.c.name == request.app_name)).first()
             version = row.version + 1 if row else 1
-            conn.execute(t.app_versions.insert().values(
-                app=request.app_name, version=version, request=request.model_dump_json(),
-                created_at=now))
-            values = {"state": "deployed", "version": version, "ephemeral": request.ephemeral,
-                      "updated_at": now}
+            conn.execute(
+                t.app_versions.insert().values(
+                    app=request.app_name,
+                    version=version,
+                    request=request.model_dump_json(),
+                    created_at=now,
+                )
+            )
+            values = {
+                "state": "deployed",
+                "version": version,
+                "ephemeral": request.ephemeral,
+                "updated_at": now,
+            }
             if row:
-                conn.execute(t.apps.update().where(t.apps.c.name == request.app_name)
-                             .values(**values))
+                conn.execute(
+                    t.apps.update().where(t.apps.c.name == request.app_name).values(**values)
+                )
             else:
-                conn.execute(t.apps.insert().values(name=request.app_name, created_at=now,
-                                                    **values))
+                conn.execute(
+                    t.apps.insert().values(name=request.app_name, created_at=now, **values)
+                )
         return version
 
     def get_app(self, name: str) -> AppRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == name)).first()
-        return AppRecord(**row._mapping) if row else None
+            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == name)).mappings().first()
+        return AppRecord(**row) if row else None
 
     def list_apps(self) -> list[AppRecord]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.apps).order_by(t.apps.c.name)).all()
-        return [AppRecord(**r._mapping) for r in rows]
+            rows = conn.execute(sa.select(t.apps).order_by(t.apps.c.name)).mappings().all()
+        return [AppRecord(**r) for r in rows]
 
     def app_version(self, name: str, version: int) -> wire.DeployRequest:
         with self.engine.connect() as conn:
-            text = conn.execute(sa.select(t.app_versions.c.request).where(
-                t.app_versions.c.app == name, t.app_versions.c.version == version)).scalar_one()
+            text = conn.execute(
+                sa.select(t.app_versions.c.request).where(
+                    t.app_versions.c.app == name, t.app_versions.c.version == version
+                )
+            ).scalar_one()
         return wire.DeployRequest.model_validate_json(text)
 
     def set_app_state(self, name: str, state: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(t.apps.update().where(t.apps.c.name == name)
-                         .values(state=state, updated_at=time.time()))
+            conn.execute(
+                t.apps.update()
+                .where(t.apps.c.name == name)
+                .values(state=state, updated_at=time.time())
+            )
 
     def delete_app(self, name: str) -> None:
         """Forget an app entirely (ephemeral apps, once their run ends)."""
@@ -151,19 +187,25 @@ class SqlStore:
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).first()
-        return dict(row._mapping) if row else None
+            row = conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).mappings().first()
+        return dict(row) if row else None
 
     def unfinished_spawns(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.calls).where(
-                t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"]))).all()
-        return [dict(r._mapping) for r in rows]
+            rows = conn.execute(
+                sa.select(t.calls).where(
+                    t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"])
+                )
+            )
+        return [dict(r) for r in rows.mappings()]
 
     def call_counts(self, app: str) -> dict[str, int]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.calls.c.status, sa.func.sum(t.calls.c.inputs))
-                                .where(t.calls.c.app == app).group_by(t.calls.c.status)).all()
+            rows = conn.execute(
+                sa.select(t.calls.c.status, sa.func.sum(t.calls.c.inputs))
+                .where(t.calls.c.app == app)
+                .group_by(t.calls.c.status)
+            ).all()
         return {status: int(total or 0) for status, total in rows}
 
     # -- logs -----------------------------------------------------------------------------
@@ -175,6 +217,14 @@ class SqlStore:
 
     def read_logs(self, app: str, after: int = 0, limit: int = 1000) -> list[wire.LogLine]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.logs).where(t.logs.c.app == app, t.logs.c.id > after)
-                                .order_by(t.logs.c.id).limit(limit)).all()
-        return [wire.LogLine(**r._mapping) for r in rows]
+            rows = (
+                conn.execute(
+                    sa.select(t.logs)
+                    .where(t.logs.c.app == app, t.logs.c.id > after)
+                    .order_by(t.logs.c.id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [wire.LogLine(**r) for r in rows]

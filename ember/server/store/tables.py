@@ -17,7 +17,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 tokens = Table(
-    "tokens", metadata,
+    "tokens",
+    metadata,
     Column("id", String, primary_key=True),
     Column("name", String, nullable=False),
     Column("kind", String, nullable=False),  # admin | replica | endpoint
@@ -28,7 +29,8 @@ tokens = Table(
 )
 
 apps = Table(
-    "apps", metadata,
+    "apps",
+    metadata,
     Column("name", String, primary_key=True),
     Column("state", String, nullable=False),  # deployed | stopped
     Column("version", Integer, nullable=False),
@@ -38,7 +40,8 @@ apps = Table(
 )
 
 app_versions = Table(
-    "app_versions", metadata,
+    "app_versions",
+    metadata,
     Column("app", String, primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("request", Text, nullable=False),  # wire.DeployRequest as JSON: module, files, specs
@@ -46,7 +49,8 @@ app_versions = Table(
 )
 
 calls = Table(
-    "calls", metadata,
+    "calls",
+    metadata,
     Column("id", String, primary_key=True),
     Column("app", String, nullable=False, index=True),
     Column("function", String, nullable=False),
@@ -63,7 +67,8 @@ calls = Table(
 )
 
 logs = Table(
-    "logs", metadata,
+    "logs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("ts", Float, nullable=False),
     Column("app", String, nullable=False, index=True),
