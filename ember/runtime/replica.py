@@ -9,12 +9,14 @@ server can tell a slow start from a stuck one. SIGTERM drains in-flight inputs, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import inspect
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -146,6 +148,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+class _ReplicaServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Like uvicorn's, minus re-raising the signal at the end: exit hooks must run first."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_exit)
+        yield
+
+
 async def serve(settings: wire.ReplicaSettings) -> None:
     user = load_user_code(settings)
     replica = Replica(settings, user)
@@ -157,7 +168,7 @@ async def serve(settings: wire.ReplicaSettings) -> None:
         timeout_graceful_shutdown=int(settings.graceful_shutdown),
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = _ReplicaServer(config)
     starting = asyncio.ensure_future(replica.start())
     await server.serve()  # returns after SIGTERM, once in-flight requests have finished
     starting.cancel()

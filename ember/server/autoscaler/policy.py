@@ -38,14 +38,15 @@ class ScalingDecision:
 
 def desired_replicas(ctx: ScalingContext) -> int:
     """Enough replicas for the inputs in flight and queued at `target_inputs` each, within
-    [min_containers, max_containers], plus `buffer_containers` while there is demand."""
-    if not ctx.active:
-        return 0
+    [min_containers, max_containers], plus `buffer_containers` while there is demand.
+    An inactive pool (old version, stopped app) keeps only what its remaining inputs need."""
     demand = ctx.in_flight + ctx.queued
     per_replica = ctx.target_inputs or ctx.max_inputs
-    wanted = max(math.ceil(demand / per_replica), ctx.min_containers)
-    if demand:
-        wanted += ctx.buffer_containers
+    wanted = math.ceil(demand / per_replica)
+    if ctx.active:
+        wanted = max(wanted, ctx.min_containers)
+        if demand:
+            wanted += ctx.buffer_containers
     return min(wanted, ctx.max_containers)
 
 

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real `ember server` process on loopback, and the SDK pointed at it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+APPS = Path(__file__).parent / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (read from /proc), to check nothing is orphaned."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    home: Path
+    log_path: Path
+
+    @property
+    def token(self) -> str:
+        with (self.home / "config.toml").open("rb") as f:
+            return str(tomllib.load(f)["token"])
+
+    def env(self) -> dict[str, str]:
+        return {"EMBER_HOME": str(self.home), "EMBER_SERVER_URL": self.url,
+                "EMBER_TOKEN": self.token}
+
+    def replica_pids(self) -> list[int]:
+        return [p for p in descendants(self.process.pid) if alive(p)]
+
+    def stop(self) -> list[int]:
+        """SIGTERM the server; returns replica processes that outlived it (should be none)."""
+        pids = descendants(self.process.pid)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [p for p in pids if alive(p)]
+
+
+def start_server(home: Path, port: int | None = None) -> RunningServer:
+    port = port or free_port()
+    log_path = home / f"server-{port}.log"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, EMBER_HOME=str(home))
+    env.pop("EMBER_SERVER_URL", None)
+    env.pop("EMBER_TOKEN", None)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return RunningServer(process, url, home, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    """A real server in its own EMBER_HOME, with this process's SDK pointed at it."""
+    running = start_server(tmp_path / "home")
+    for key, value in running.env().items():
+        monkeypatch.setenv(key, value)
+    yield running
+    leftovers = running.stop()
+    assert not leftovers, f"replica processes outlived the server: {leftovers}"
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
