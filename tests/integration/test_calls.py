@@ -91,7 +91,7 @@ def test_crash_is_retried(hello, tmp_path: Path) -> None:  # type: ignore[no-unt
 
 
 def test_crash_after_retries_is_a_clear_error(hello) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ExecutionError, match="crashed or was lost .tried 2 time"):
+    with pytest.raises(ExecutionError, match=r"crashed or was lost .tried 2 time"):
         hello.always_crash.remote()
 
 

@@ -51,7 +51,8 @@ def test_deploy_list_show_logs_stop(server) -> None:  # type: ignore[no-untyped-
 
     # `ember run` ran its own ephemeral copy; call the deployed one by name.
     caller = subprocess.run(
-        [sys.executable, "-c", "import ember; print(ember.Function.from_name('hello', 'square').remote(11), "
+        [sys.executable, "-c", "import ember; print("
+         "ember.Function.from_name('hello', 'square').remote(11), "
          "ember.Function.from_name('hello', 'pid').remote())"], env={**os.environ, **env},
         capture_output=True, text=True, timeout=60)
     assert caller.stdout.split()[0] == "121", caller.stderr

@@ -9,9 +9,8 @@ import pytest
 
 import ember
 from ember.sdk.exceptions import ExecutionError
-from tests.conftest import start_server
+from tests.conftest import start_server, wait_until
 from tests.integration.helpers import app_info, load, replica_count
-from tests.conftest import wait_until
 
 APP_V1 = '''
 import time
@@ -58,9 +57,8 @@ def _exit_in_store(server, app_name: str) -> bool:  # type: ignore[no-untyped-de
 
 def test_enter_failure_is_a_clear_error(server) -> None:  # type: ignore[no-untyped-def]
     module = load("broken_enter")
-    with module.app.run():
-        with pytest.raises(ExecutionError, match="weights not found at /nowhere"):
-            module.Broken().predict.remote(1)
+    with module.app.run(), pytest.raises(ExecutionError, match="weights not found at /nowhere"):
+        module.Broken().predict.remote(1)
 
 
 def test_redeploy_is_a_new_version_and_running_inputs_finish(server, tmp_path: Path

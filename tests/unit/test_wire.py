@@ -1,0 +1,35 @@
+"""Wire messages stay compatible: every field beyond the required core has a default."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from ember import wire
+
+# Fields an old client must always send; everything else needs a default.
+REQUIRED = {
+    "FunctionSpec": {"name"},
+    "DeployRequest": {"app_name", "declared_name", "module", "functions"},
+    "ReplicaSettings": {"replica_id", "app_name", "version", "declared_name", "module",
+                        "source_dir", "function", "listen_fd", "server_url", "token"},
+}
+
+
+@pytest.mark.parametrize("model_name", sorted(REQUIRED))
+def test_new_fields_have_defaults(model_name: str) -> None:
+    model: type[pydantic.BaseModel] = getattr(wire, model_name)
+    required = {name for name, field in model.model_fields.items() if field.is_required()}
+    assert required == REQUIRED[model_name]
+
+
+def test_frames_round_trip_and_reject_truncation() -> None:
+    frames = [b"", b"a", b"x" * 70_000]
+    packed = wire.pack_frames(frames)
+    assert wire.unpack_frames(packed) == frames
+    with pytest.raises(ValueError, match="truncated"):
+        wire.unpack_frames(packed[:-1])
+
+
+def test_api_version() -> None:
+    assert wire.API_VERSION == 1
