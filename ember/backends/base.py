@@ -21,13 +21,13 @@ class ReplicaLaunch:
 
 class ReplicaHandle(Protocol):
     @property
-    def url(self) -> str:
-        """Base URL of the replica's HTTP server (for example http://127.0.0.1:41234)."""
+    def host(self) -> str:
+        """Address at which the replica's servers (its own, and a web_server's) are reached."""
         ...
 
     @property
-    def host(self) -> str:
-        """Address at which the replica's own servers (e.g. a web_server port) are reached."""
+    def port(self) -> int:
+        """Port of the replica's own HTTP server (inputs, health, web endpoints)."""
         ...
 
     async def wait(self) -> int:

@@ -16,7 +16,7 @@ from ember.backends.base import LogCallback, ReplicaHandle, ReplicaLaunch
 @dataclass(eq=False)
 class LocalReplica:
     process: asyncio.subprocess.Process
-    url: str
+    port: int
     log_pump: asyncio.Task[None] = field(repr=False)
     host: str = "127.0.0.1"
 
@@ -56,7 +56,7 @@ class LocalBackend:
         finally:
             listener.close()  # the child holds its own copy of the socket
         pump = asyncio.ensure_future(_pump_logs(process, launch.on_log))
-        replica = LocalReplica(process, f"http://127.0.0.1:{port}", pump)
+        replica = LocalReplica(process, port, pump)
         self._replicas.add(replica)
         return replica
 

@@ -33,9 +33,10 @@ class ClientSettings:
     def load(cls, environ: dict[str, str] | None = None) -> ClientSettings:
         env = dict(os.environ if environ is None else environ)
         home = ember_home(env)
-        file_values = read_config_file(home)
+        url, token = env.get("EMBER_SERVER_URL"), env.get("EMBER_TOKEN")
+        file_values = {} if url and token else read_config_file(home)
         return cls(
-            server_url=env.get("EMBER_SERVER_URL") or file_values.get("server_url"),
-            token=env.get("EMBER_TOKEN") or file_values.get("token"),
+            server_url=url or file_values.get("server_url"),
+            token=token or file_values.get("token"),
             home=home,
         )

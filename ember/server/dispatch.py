@@ -12,9 +12,8 @@ import asyncio
 import math
 from collections import deque
 
-import httpx
-
 from ember import wire
+from ember.http1 import Http1Pool, HttpError
 from ember.server.gateway.queue import QueueTimeout
 from ember.server.lifecycle import ReplicaManager, ReplicaStartupError
 from ember.server.pools import Pool, Replica
@@ -30,9 +29,7 @@ class ReplicaLost(Exception):
 
 
 class Dispatcher:
-    def __init__(
-        self, settings: ServerSettings, replicas: ReplicaManager, http: httpx.AsyncClient
-    ) -> None:
+    def __init__(self, settings: ServerSettings, replicas: ReplicaManager, http: Http1Pool) -> None:
         self._settings, self._replicas, self._http = settings, replicas, http
 
     async def run(self, pool: Pool, method: str | None, inputs: list[bytes]) -> list[bytes]:
@@ -78,27 +75,27 @@ class Dispatcher:
         self, pool: Pool, replica: Replica, method: str | None, batch: list[bytes]
     ) -> list[bytes] | None:
         """The replica's output frames, or None if it was lost (crash, broken connection)."""
-        timeout = pool.spec.timeout * len(batch)
+        target = f"{INPUTS_PATH}?method={method}" if method else INPUTS_PATH
+        handle = replica.handle
         try:
-            response = await self._http.post(
-                replica.handle.url + INPUTS_PATH,
-                params={"method": method} if method else None,
-                content=wire.pack_frames(batch),
-                timeout=httpx.Timeout(timeout, connect=5.0),
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(pool.spec.timeout * len(batch)):
+                response = await self._http.request(
+                    "POST", handle.host, handle.port, target, body=wire.pack_frames(batch)
+                )
+                body = await response.read()
+        except TimeoutError:
             self._replicas.kill(pool, replica)  # its thread is stuck in user code
             message = (
                 f"{pool.key.function} timed out after {pool.spec.timeout:g} s "
                 f"(timeout={pool.spec.timeout:g})"
             )
             return [wire.platform_error_frame("FunctionTimeoutError", message)] * len(batch)
-        except httpx.HTTPError:
+        except HttpError:
             self._replicas.kill(pool, replica)
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             return None
-        return wire.unpack_frames(response.content)
+        return wire.unpack_frames(body)
 
     async def _settle(
         self,

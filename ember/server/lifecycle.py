@@ -8,10 +8,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
-
 from ember import wire
 from ember.backends.base import Backend, ReplicaLaunch
+from ember.http1 import Http1Pool, HttpError
 from ember.server.logs import LogSink
 from ember.server.pools import Pool, Replica, ReplicaState
 from ember.server.settings import ServerSettings
@@ -31,7 +30,7 @@ class ReplicaManager:
         settings: ServerSettings,
         backend: Backend,
         logs: LogSink,
-        http: httpx.AsyncClient,
+        http: Http1Pool,
         replica_token: str,
     ) -> None:
         self._settings, self._backend, self._logs = settings, backend, logs
@@ -73,14 +72,20 @@ class ReplicaManager:
             self._startup_failed(pool, replica, f"could not start replica process: {exc}")
             return
         exit_code = asyncio.ensure_future(replica.handle.wait())
-        became_ready = await self._wait_ready(replica, exit_code)
+        try:
+            became_ready = await self._wait_ready(pool, replica, exit_code)
+        except Exception:  # a broken probe must not leave a zombie replica
+            log.exception("waiting for replica %s failed", replica.id)
+            became_ready = False
         if became_ready and replica.state is ReplicaState.STARTING:
             replica.state = ReplicaState.READY
             replica.last_active = time.monotonic()
             pool.startup_failures = 0
             pool.queue.dispatch()
-        elif not exit_code.done() and replica.state is not ReplicaState.STARTING:
-            replica.state = ReplicaState.STOPPING  # scaled down before it ever became ready
+        elif not exit_code.done():
+            # Scaled down before it became ready, or it never did: stop it either way.
+            if replica.state is not ReplicaState.STARTING:
+                replica.state = ReplicaState.STOPPING
             await self._backend.stop_replica(replica.handle, grace=2.0)
         code = await exit_code
         was_starting = replica.state is ReplicaState.STARTING
@@ -97,12 +102,19 @@ class ReplicaManager:
             )
         self._logs.forget(replica.id)
 
-    async def _wait_ready(self, replica: Replica, exit_code: asyncio.Future[int]) -> bool:
+    async def _wait_ready(
+        self, pool: Pool, replica: Replica, exit_code: asyncio.Future[int]
+    ) -> bool:
         deadline = time.monotonic() + self._settings.replica_startup_timeout
         while not exit_code.done() and replica.state is ReplicaState.STARTING:
             if time.monotonic() > deadline:
-                self._logs.write("", "", replica.id, "[ember] startup timed out")
-                await self._backend.stop_replica(replica.handle, grace=1.0)
+                self._logs.write(
+                    pool.key.app,
+                    pool.key.function,
+                    replica.id,
+                    f"[ember] not healthy within "
+                    f"{self._settings.replica_startup_timeout:g} s; stopping it",
+                )
                 return False
             if await self.healthy(replica, timeout=1.0):
                 return True
@@ -111,10 +123,14 @@ class ReplicaManager:
 
     async def healthy(self, replica: Replica, timeout: float) -> bool:
         try:
-            response = await self._http.get(replica.handle.url + HEALTH_PATH, timeout=timeout)
-        except httpx.HTTPError:
+            async with asyncio.timeout(timeout):
+                response = await self._http.request(
+                    "GET", replica.handle.host, replica.handle.port, HEALTH_PATH
+                )
+                await response.read()
+        except (HttpError, TimeoutError):
             return False
-        return response.status_code == 200
+        return response.status == 200
 
     def _startup_failed(self, pool: Pool, replica: Replica, reason: str) -> None:
         pool.replicas.pop(replica.id, None)

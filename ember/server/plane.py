@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
-
 from ember.backends.base import Backend
 from ember.backends.local import LocalBackend
 from ember.config_file import read_config_file, write_client_config
+from ember.http1 import Http1Pool
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployments
@@ -29,9 +28,7 @@ class ControlPlane:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.store = SqlStore(settings.db_url)
-        self.http = httpx.AsyncClient(
-            timeout=None, limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-        )
+        self.http = Http1Pool()
         self.logs = LogSink(self.store)
         self._replica_token = self.store.create_token("replicas", kind="replica")
         self.replicas = ReplicaManager(
@@ -86,6 +83,6 @@ class ControlPlane:
         await self.replicas.close()
         await self.logs.close()
         await self.recorder.close()
-        await self.http.aclose()
+        await self.http.close()
         self.store.revoke_token(self._replica_token.id)
         self.store.close()

@@ -41,7 +41,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_token(request: Request) -> TokenRecord:
+async def require_token(request: Request) -> TokenRecord:
     """FastAPI dependency: 401 unless the request carries a live API token."""
     token = bearer_token(request)
     if token is None:

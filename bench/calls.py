@@ -1,0 +1,90 @@
+"""Benchmark the call path on this machine: warm `.remote()` latency, `.map` throughput, and the
+cold start of a CPU function with no snapshot (call to result with zero replicas).
+
+    .venv/bin/python bench/calls.py [--runs 5] [--calls 2000] [--map-inputs 10000]
+
+Starts its own `ember server` in a temporary EMBER_HOME; prints medians over the runs as a
+markdown table (paste into BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import start_server  # noqa: E402 - reuses the test suite's server starter
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from tests.integration.helpers import replica_count
+
+    for i in range(50):  # warm up: replica started, connections open
+        echo.remote(i)
+    latencies = []
+    for i in range(calls):
+        start = time.perf_counter()
+        echo.remote(i)
+        latencies.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    total = sum(echo.map(range(map_inputs)))
+    map_seconds = time.perf_counter() - start
+    assert total == sum(range(map_inputs))
+
+    deadline = time.monotonic() + 60
+    while replica_count(app_name, "cold") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    start = time.perf_counter()
+    cold.remote(1)
+    cold_start = time.perf_counter() - start
+    return {"p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
+            "map_per_s": map_inputs / map_seconds, "cold_s": cold_start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--map-inputs", type=int, default=10_000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as home:
+        server = start_server(Path(home))
+        os.environ.update(server.env())
+        from ember.cli.loader import import_file
+
+        module = import_file(Path(__file__).parent / "bench_app.py")
+        try:
+            module.app.deploy()
+            runs = [one_run(module.echo, module.cold, "bench-calls", args.calls,
+                            args.map_inputs) for _ in range(args.runs)]
+        finally:
+            server.stop()
+
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"runs: {args.runs}; per run: {args.calls} warm calls, .map over {args.map_inputs}")
+    print("| metric | median | min | max | goal |")
+    print("|---|---|---|---|---|")
+    goals = {"p50_ms": "≤ 3 ms", "p99_ms": "", "map_per_s": "≥ 2,000/s", "cold_s": ""}
+    labels = {"p50_ms": "warm .remote() p50 (ms)", "p99_ms": "warm .remote() p99 (ms)",
+              "map_per_s": ".map inputs/s", "cold_s": "cold start, no snapshot (s)"}
+    for key, label in labels.items():
+        values = [r[key] for r in runs]
+        print(f"| {label} | {statistics.median(values):.2f} | {min(values):.2f} | "
+              f"{max(values):.2f} | {goals[key]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""A lean HTTP/1.1 client for loopback hops (server -> replica), with keep-alive and streaming.
+
+httpx costs ~0.7 ms of Python per request, more than the whole budget of a warm call; this client
+does only what those hops need: one request per connection at a time, Content-Length or chunked
+bodies both ways, responses streamed as they arrive, idle connections reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httptools
+
+CHUNK = 64 * 1024
+MAX_BUFFERED_CHUNKS = 32  # then stop reading until the consumer catches up
+Headers = list[tuple[bytes, bytes]]
+
+
+class HttpError(Exception):
+    """The connection failed or the peer broke the protocol."""
+
+
+@dataclass(eq=False)
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(eq=False)
+class Response:
+    """A response whose body streams through `iter_body()` (or `read()`); a caller that stops
+    early calls `aclose()`, which drops the connection."""
+
+    status: int
+    headers: Headers
+    _body: asyncio.Queue[bytes | None] = field(repr=False)
+    _room: asyncio.Event = field(repr=False)
+    _pump: asyncio.Task[None] = field(repr=False)
+
+    def header(self, name: bytes) -> bytes | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._body.get()) is not None:
+            self._room.set()
+            yield chunk
+        await self._pump  # surfaces a broken connection instead of a silently short body
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.iter_body()])
+
+    async def aclose(self) -> None:
+        if not self._pump.done():
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+
+
+class _Parser:
+    """httptools callbacks -> status, headers, body chunks."""
+
+    def __init__(self, body: asyncio.Queue[bytes | None]) -> None:
+        self.headers: Headers = []
+        self.headers_done = asyncio.get_running_loop().create_future()
+        self.complete = False
+        self.keep_alive = False
+        self.http = httptools.HttpResponseParser(self)
+        self._body = body
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        # Read now: the parser resets its flags once the message is complete.
+        self.keep_alive = self.http.should_keep_alive()
+        self.headers_done.set_result(True)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.put_nowait(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class Http1Pool:
+    """Connections by (host, port), reused while idle."""
+
+    def __init__(self, max_idle_per_host: int = 256) -> None:
+        self._idle: dict[tuple[str, int], deque[_Connection]] = defaultdict(deque)
+        self._max_idle = max_idle_per_host
+        self._open: set[_Connection] = set()
+
+    async def _connect(self, host: str, port: int, timeout: float | None) -> _Connection:
+        idle = self._idle[(host, port)]
+        while idle:
+            conn = idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn
+            conn.close()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=CHUNK * 4), timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise HttpError(f"cannot connect to {host}:{port}: {exc}") from exc
+        conn = _Connection(reader, writer)
+        self._open.add(conn)
+        return conn
+
+    async def request(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        target: str,
+        headers: Headers | None = None,
+        body: bytes | AsyncIterator[bytes] = b"",
+        connect_timeout: float | None = 5.0,
+    ) -> Response:
+        """Send a request; returns once the response headers are in (the body streams)."""
+        conn = await self._connect(host, port, connect_timeout)
+        try:
+            try:
+                await _write_request(conn.writer, method, host, port, target, headers or [], body)
+            except OSError as exc:
+                raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            room = asyncio.Event()
+            parser = _Parser(queue)
+            pump = asyncio.ensure_future(self._pump(conn, parser, queue, room, host, port))
+            await asyncio.wait([pump, parser.headers_done], return_when=asyncio.FIRST_COMPLETED)
+            if not parser.headers_done.done():
+                pump.result()  # raises why the response never came
+                raise HttpError("connection closed before the response headers")
+        except BaseException:
+            self._discard(conn)
+            raise
+        return Response(parser.http.get_status_code(), parser.headers, queue, room, pump)
+
+    async def _pump(
+        self,
+        conn: _Connection,
+        parser: _Parser,
+        queue: asyncio.Queue[bytes | None],
+        room: asyncio.Event,
+        host: str,
+        port: int,
+    ) -> None:
+        """Read the response into the parser; hand the connection back once it is complete."""
+        reusable = False
+        try:
+            while not parser.complete:
+                while queue.qsize() > MAX_BUFFERED_CHUNKS:
+                    room.clear()
+                    await room.wait()
+                data = await conn.reader.read(CHUNK)
+                if not data:
+                    parser.http.feed_data(b"")  # lets a read-until-close body complete
+                    if not parser.complete:
+                        raise HttpError("connection closed mid-response")
+                    break
+                parser.http.feed_data(data)
+            reusable = parser.keep_alive
+        except httptools.HttpParserError as exc:
+            raise HttpError(f"malformed response: {exc}") from exc
+        except OSError as exc:  # e.g. reset by a peer that died
+            raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
+        finally:
+            queue.put_nowait(None)
+            if reusable and len(self._idle[(host, port)]) < self._max_idle:
+                self._idle[(host, port)].append(conn)
+            else:
+                self._discard(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.close()
+        self._open.discard(conn)
+
+    async def close(self) -> None:
+        for conn in list(self._open):
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
+
+
+async def _write_request(
+    writer: asyncio.StreamWriter,
+    method: str,
+    host: str,
+    port: int,
+    target: str,
+    headers: Headers,
+    body: bytes | AsyncIterator[bytes],
+) -> None:
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    if isinstance(body, bytes):
+        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        writer.write(b"".join(lines) + body)
+        await writer.drain()
+        return
+    lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"".join(lines))
+    async for chunk in body:
+        if chunk:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
