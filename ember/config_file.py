@@ -14,11 +14,16 @@ def read_config_file(home: Path) -> dict[str, str]:
         return {key: str(value) for key, value in tomllib.load(f).items()}
 
 
-def write_client_config(home: Path, server_url: str, token: str) -> None:
+def write_client_config(
+    home: Path, server_url: str, token: str, ca_cert: Path | None = None
+) -> None:
     """Write atomically, readable only by its owner (it holds a token)."""
     home.mkdir(parents=True, exist_ok=True)
     target = home / "config.toml"
     tmp = target.with_suffix(".toml.tmp")
-    tmp.write_text(f'server_url = "{server_url}"\ntoken = "{token}"\n')
+    text = f'server_url = "{server_url}"\ntoken = "{token}"\n'
+    if ca_cert is not None:
+        text += f'ca_cert = "{ca_cert}"\n'
+    tmp.write_text(text)
     tmp.chmod(0o600)
     tmp.replace(target)

@@ -180,6 +180,7 @@ class TokenInfo(BaseModel):
     kind: str
     created_at: float
     revoked: bool
+    app: str | None = None
 
 
 class ReplicaSettings(BaseModel):
@@ -197,3 +198,4 @@ class ReplicaSettings(BaseModel):
     server_url: str
     token: str
     graceful_shutdown: float = 30.0
+    ca_cert: str | None = None  # to verify the server's certificate on nested calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -65,8 +66,11 @@ class RunningServer:
             return str(tomllib.load(f)["token"])
 
     def env(self) -> dict[str, str]:
-        return {"EMBER_HOME": str(self.home), "EMBER_SERVER_URL": self.url,
-                "EMBER_TOKEN": self.token}
+        env = {"EMBER_HOME": str(self.home), "EMBER_SERVER_URL": self.url,
+               "EMBER_TOKEN": self.token}
+        if self.url.startswith("https"):
+            env["EMBER_CA_CERT"] = str(self.home / "tls" / "cert.pem")
+        return env
 
     def replica_pids(self) -> list[int]:
         return [p for p in descendants(self.process.pid) if alive(p)]
@@ -83,7 +87,8 @@ class RunningServer:
         return [p for p in pids if alive(p)]
 
 
-def start_server(home: Path, port: int | None = None) -> RunningServer:
+def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False
+                 ) -> RunningServer:
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -92,15 +97,21 @@ def start_server(home: Path, port: int | None = None) -> RunningServer:
     env.pop("EMBER_TOKEN", None)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)],
+            [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)]
+            + (["--tls-self-signed"] if tls_self_signed else []),
             env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://localhost:{port}" if tls_self_signed else f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()}")
+        cert = home / "tls" / "cert.pem"
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if tls_self_signed and not cert.exists():
+                raise httpx.ConnectError("certificate not written yet")
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=cert) if tls_self_signed else True)
+            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 return RunningServer(process, url, home, log_path)
         except httpx.HTTPError:
             time.sleep(0.1)

@@ -172,6 +172,8 @@ def _deploy(app: App, name: str | None) -> wire.DeployResponse:
         f"[green]✓[/green] Deployed [bold]{response.app_name}[/bold] "
         f"version {response.version}: {', '.join(response.functions)}"
     )
+    for function, url in response.urls.items():
+        console.print(f"  {function}: [link={url}]{url}[/link]", highlight=False)
     return response
 
 

@@ -19,6 +19,7 @@ from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
+from ember.server.tls import self_signed
 
 
 def server(
@@ -26,15 +27,41 @@ def server(
     port: int = typer.Option(8765, help="Port to listen on."),
     home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
     database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
+    domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
+    tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
+    tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
+    tls_self_signed: bool = typer.Option(
+        False, help="Serve HTTPS with a certificate made for localhost (kept in the home)."
+    ),
 ) -> None:
-    """Run the control plane (API, autoscaler, replicas) in the foreground."""
+    """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
+    home = home or ember_home()
+    if tls_self_signed:
+        tls_cert, tls_key = self_signed(home / "tls", ["localhost", "127.0.0.1", host])
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
     settings = ServerSettings(
-        home=home or ember_home(), host=host, port=port, database_url=database_url
+        home=home,
+        host=host,
+        port=port,
+        database_url=database_url,
+        domain=domain,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    if tls_cert is not None:
+        console.print(f"HTTPS with certificate {tls_cert}")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
 
 
 def _free_port() -> socket.socket:

@@ -184,6 +184,8 @@ def main() -> None:
     # Nested calls (`other_function.remote()` inside user code) reach the same server.
     os.environ["EMBER_SERVER_URL"] = settings.server_url
     os.environ["EMBER_TOKEN"] = settings.token
+    if settings.ca_cert:
+        os.environ["EMBER_CA_CERT"] = settings.ca_cert
     print(
         f"replica {settings.replica_id} of {settings.app_name}.{settings.function.name} "
         f"(v{settings.version}) starting",

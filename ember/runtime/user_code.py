@@ -60,7 +60,7 @@ def load_user_code(settings: wire.ReplicaSettings) -> UserCode:
     handle = app.registered_functions.get(settings.function.name)
     if isinstance(handle, Function):
         raw = handle.get_raw_f()
-        web = (lambda: raw()) if settings.function.web else None
+        web = raw if settings.function.web else None
         return UserCode(settings.function, {"": raw}, web_factory=web)
     if isinstance(handle, Cls):
         return _class_code(settings, handle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -11,13 +12,13 @@ from ember import wire
 from ember.sdk.config import ClientSettings
 from ember.sdk.exceptions import AuthError, ConnectionError, error_from_wire
 
-_clients: dict[tuple[str, str | None], Client] = {}
+_clients: dict[tuple[str, str | None, str | None], Client] = {}
 
 
 class Client:
     """Talks to one server with one token; used only on the SDK's background loop."""
 
-    def __init__(self, server_url: str, token: str | None) -> None:
+    def __init__(self, server_url: str, token: str | None, ca_cert: str | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.token = token
         headers = {wire.VERSION_HEADER: str(wire.API_VERSION)}
@@ -28,6 +29,7 @@ class Client:
             headers=headers,
             timeout=httpx.Timeout(None, connect=10.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            verify=ssl.create_default_context(cafile=ca_cert) if ca_cert else True,
         )
 
     @classmethod
@@ -38,9 +40,9 @@ class Client:
                 "no Ember server is configured: start one with `ember server`, or set "
                 "EMBER_SERVER_URL and EMBER_TOKEN"
             )
-        key = (settings.server_url, settings.token)
+        key = (settings.server_url, settings.token, settings.ca_cert)
         if key not in _clients:
-            _clients[key] = cls(settings.server_url, settings.token)
+            _clients[key] = cls(settings.server_url, settings.token, settings.ca_cert)
         return _clients[key]
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

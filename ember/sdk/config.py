@@ -24,6 +24,7 @@ class ClientSettings:
     server_url: str | None
     token: str | None
     home: Path
+    ca_cert: str | None = None  # a PEM file to verify the server's certificate with
 
     @property
     def configured(self) -> bool:
@@ -38,5 +39,6 @@ class ClientSettings:
         return cls(
             server_url=url or file_values.get("server_url"),
             token=token or file_values.get("token"),
+            ca_cert=env.get("EMBER_CA_CERT") or file_values.get("ca_cert"),
             home=home,
         )

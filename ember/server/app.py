@@ -10,15 +10,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ember.backends.base import Backend
-from ember.server.api import apps, calls, tokens
+from ember.server.api import apps, calls, keys, tokens
 from ember.server.api.auth import TokenCache
 from ember.server.errors import ApiError
+from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
 from ember.server.settings import ServerSettings
 from ember.version import __version__
 
 
-def create_app(settings: ServerSettings, backend: Backend | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gateway:
+    """The server's ASGI app: the gateway in front, the API (a FastAPI app) behind it."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plane = ControlPlane(settings, backend)
@@ -31,7 +34,7 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Fast
             await plane.stop()
 
     app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
-    for module in (apps, calls, tokens):
+    for module in (apps, calls, tokens, keys):
         app.include_router(module.router)
 
     @app.get("/healthz")
@@ -47,4 +50,4 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Fast
         error = ApiError(400, "InvalidError", f"invalid request: {exc.errors()}")
         return JSONResponse(error.body(), status_code=400)
 
-    return app
+    return Gateway(app, settings)

@@ -64,6 +64,7 @@ class ReplicaManager:
             server_url=self._settings.url,
             token=self._replica_token,
             graceful_shutdown=self._settings.replica_graceful_shutdown,
+            ca_cert=str(self._settings.tls_cert) if self._settings.tls_cert else None,
         )
         on_log = lambda text: self._logs.write(key.app, key.function, replica.id, text)  # noqa: E731
         try:

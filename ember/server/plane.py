@@ -71,7 +71,7 @@ class ControlPlane:
         if token is None or self.store.verify_token(token) is None:
             token = self.store.create_token("admin", kind="admin").token
             log.info("created an admin token; wrote it to %s/config.toml", self.settings.home)
-        write_client_config(self.settings.home, self.settings.url, token)
+        write_client_config(self.settings.home, self.settings.url, token, self.settings.tls_cert)
 
     async def stop(self) -> None:
         """Stop every replica (no orphans), then flush what is buffered."""

@@ -20,10 +20,24 @@ class ServerSettings:
     health_interval: float = 5.0
     autoscale_interval: float = 0.5
     queue_wait_timeout: float = 600.0  # how long an input may wait for a replica slot
+    # The gateway (web endpoints).
+    domain: str | None = None  # host-based endpoint URLs: <app>--<function>.<domain>
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_request_body: int = 32 * 1024 * 1024
+    client_timeout: float = 60.0  # a client silent this long while sending or reading is dropped
+    max_queued_requests: int = 256  # per function; beyond it, 503 + Retry-After
+    gateway_wait_timeout: float = 600.0  # a request waits this long for a replica, then 503
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        host = "localhost" if self.tls and self.host == "127.0.0.1" else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def db_url(self) -> str:

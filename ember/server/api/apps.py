@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from ember import wire
 from ember.server.api.auth import plane_of, require_token
 from ember.server.errors import ApiError
+from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
 
 router = APIRouter(prefix="/api/v1/apps", dependencies=[Depends(require_token)])
@@ -21,10 +22,16 @@ async def deploy(request: Request) -> wire.DeployResponse:
     plane = plane_of(request)
     deployment = plane.deployments.deploy(deploy_request)
     plane.autoscaler.trigger()
+    urls = {
+        f.name: endpoint_urls(plane.settings, deployment.app, f.name)[-1]
+        for f in deploy_request.functions
+        if f.web is not None
+    }
     return wire.DeployResponse(
         app_name=deployment.app,
         version=deployment.version,
         functions=[f.name for f in deploy_request.functions],
+        urls=urls,
     )
 
 
@@ -76,9 +83,14 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
             if pool.key.function == spec.name:
                 for state, n in pool.counts().items():
                     counts[state] = counts.get(state, 0) + n
+        url = endpoint_urls(plane.settings, name, spec.name)[-1] if spec.web else None
         functions.append(
             wire.FunctionInfo(
-                name=spec.name, is_class=spec.is_class, methods=spec.methods, replicas=counts
+                name=spec.name,
+                is_class=spec.is_class,
+                methods=spec.methods,
+                replicas=counts,
+                web_url=url,
             )
         )
     return wire.AppInfo(

@@ -96,7 +96,12 @@ class SqlStore:
             ).all()
         return [
             wire.TokenInfo(
-                id=r.id, name=r.name, kind=r.kind, created_at=r.created_at, revoked=r.revoked
+                id=r.id,
+                name=r.name,
+                kind=r.kind,
+                created_at=r.created_at,
+                revoked=r.revoked,
+                app=r.app,
             )
             for r in rows
         ]

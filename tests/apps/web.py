@@ -1,0 +1,85 @@
+"""Web endpoints of every kind, as users write them."""
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import StreamingResponse
+
+import ember
+
+app = ember.App("web")
+RELEASE = asyncio.Event()
+
+
+@app.function(scaledown_window=2)
+@ember.concurrent(max_inputs=16)
+@ember.asgi_app()
+def api():
+    web = FastAPI()
+
+    @web.get("/hello")
+    async def hello(name: str = "world"):
+        return {"message": f"hello {name}"}
+
+    @web.post("/echo")
+    async def echo(body: dict):
+        return body
+
+    @web.get("/stream")
+    async def stream():
+        async def events():
+            yield "data: first\n\n"
+            await asyncio.wait_for(RELEASE.wait(), 30)  # the test releases the last event
+            RELEASE.clear()
+            yield "data: last\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @web.post("/release")
+    async def release():
+        RELEASE.set()
+        return {"released": True}
+
+    @web.get("/slow")
+    async def slow(seconds: float = 1.0):
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+    @web.websocket("/ws")
+    async def ws(socket: WebSocket):
+        await socket.accept()
+        while True:
+            text = await socket.receive_text()
+            await socket.send_text(f"echo: {text}")
+
+    return web
+
+
+@app.function()
+@ember.fastapi_endpoint(method="POST", requires_proxy_auth=True)
+def square(item: dict) -> dict:
+    return {"square": item["x"] ** 2}
+
+
+@app.function(scaledown_window=30)
+@ember.web_server(port=18765, startup_timeout=30)
+def files() -> None:
+    root = Path(tempfile.mkdtemp())
+    (root / "hello.txt").write_text("served by a separate HTTP process\n")
+    subprocess.Popen([sys.executable, "-m", "http.server", "18765", "--bind", "127.0.0.1"],
+                     cwd=root)
+
+
+@app.function()
+@ember.web_server(port=18766, startup_timeout=2, auth=True)
+def never_listens() -> None:
+    pass
+
+
+@app.function()
+def not_web() -> int:
+    return 1

@@ -1,0 +1,164 @@
+"""Web endpoints through the gateway: real server, real replicas, real HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, wait_until
+from tests.integration.helpers import app_info, cli_json, ember_cli, load, replica_count
+
+
+@pytest.fixture
+def web(server):  # type: ignore[no-untyped-def]
+    module = load("web")
+    module.app.deploy()
+    return module
+
+
+def test_asgi_app_json_and_request_id(server, web) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{server.url}/web/api/hello", params={"name": "ember"}, timeout=60)
+    assert response.status_code == 200
+    assert response.json() == {"message": "hello ember"}
+    assert len(response.headers["x-request-id"]) == 32
+    posted = httpx.post(f"{server.url}/web/api/echo", json={"a": [1, 2]}, timeout=60)
+    assert posted.json() == {"a": [1, 2]}
+
+
+def test_deploy_prints_endpoint_urls(server) -> None:  # type: ignore[no-untyped-def]
+    result = ember_cli("deploy", "tests/apps/web.py", env=server.env())
+    assert result.returncode == 0, result.stderr
+    assert f"{server.url}/web/api/" in result.stdout
+    shown = cli_json("app", "show", "web", env=server.env())
+    urls = {f["name"]: f["web_url"] for f in shown["functions"]}
+    assert urls["square"] == f"{server.url}/web/square/"
+    assert urls["not_web"] is None
+
+
+def test_sse_streams_incrementally(server, web) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(timeout=60) as client, client.stream(
+            "GET", f"{server.url}/web/api/stream") as response:
+        lines = response.iter_lines()
+        assert next(lines) == "data: first"
+        # The last event is only sent after this release: the first arrived on its own.
+        assert client.post(f"{server.url}/web/api/release").status_code == 200
+        rest = [line for line in lines if line]
+    assert rest == ["data: last"]
+
+
+def test_fastapi_endpoint_with_keys_and_modal_headers(server, web) -> None:  # type: ignore[no-untyped-def]
+    key = cli_json("key", "create", "--app", "web", env=server.env())
+    url = f"{server.url}/web/square/"
+    bearer = httpx.post(url, json={"x": 7}, headers={"Authorization": f"Bearer {key['token']}"},
+                        timeout=60)
+    assert bearer.json() == {"square": 49}
+    modal = httpx.post(url, json={"x": 3}, headers={"Modal-Key": key["id"],
+                                                     "Modal-Secret": key["token"]}, timeout=60)
+    assert modal.json() == {"square": 9}
+    revoke = ember_cli("key", "revoke", key["id"], env=server.env())
+    assert revoke.returncode == 0, revoke.stderr
+    after = httpx.post(url, json={"x": 3}, headers={"Authorization": f"Bearer {key['token']}"})
+    assert after.status_code == 401
+
+
+def test_unauthenticated_flood_never_starts_a_replica(server, web) -> None:  # type: ignore[no-untyped-def]
+    url = f"{server.url}/web/square/"
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient() as client:
+            variants = [{}, {"Authorization": "Bearer ember-wrong"},
+                        {"Modal-Key": "k", "Modal-Secret": "s"}]
+            responses = await asyncio.gather(*(
+                client.post(url, json={"x": 1}, headers=variants[i % 3]) for i in range(60)))
+        return [r.status_code for r in responses]
+
+    assert set(asyncio.run(flood())) == {401}
+    assert replica_count("web", "square") == 0
+    body = httpx.post(url, json={"x": 1}).json()
+    assert "ember key create --app web" in body["error"]["message"]
+
+
+def test_unknown_targets_are_404(server, web) -> None:  # type: ignore[no-untyped-def]
+    assert httpx.get(f"{server.url}/nope/api/hello").status_code == 404
+    assert httpx.get(f"{server.url}/web/nope/").status_code == 404
+    not_web = httpx.get(f"{server.url}/web/not_web/")
+    assert not_web.status_code == 404
+    assert "not a web endpoint" in not_web.json()["error"]["message"]
+
+
+def test_oversized_body_is_413(server, web) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.post(f"{server.url}/web/api/echo", content=b"x" * (33 * 1024 * 1024),
+                          timeout=60)
+    assert response.status_code == 413
+
+
+def test_web_server_in_a_separate_process(server, web) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{server.url}/web/files/hello.txt", timeout=60)
+    assert response.status_code == 200
+    assert response.text == "served by a separate HTTP process\n"
+
+
+def test_web_server_that_never_listens(server, web) -> None:  # type: ignore[no-untyped-def]
+    key = cli_json("key", "create", "--app", "web", env=server.env())
+    response = httpx.get(f"{server.url}/web/never_listens/",
+                         headers={"Authorization": f"Bearer {key['token']}"}, timeout=60)
+    assert response.status_code == 502
+    assert "did not listen on port 18766 within 2 s" in response.json()["error"]["message"]
+    wait_until(lambda: replica_count("web", "never_listens") == 0)
+    logs = ember_cli("app", "logs", "web", env=server.env()).stdout
+    assert "did not listen on port 18766" in logs
+
+
+def test_scale_from_zero_under_concurrent_requests(server, web) -> None:  # type: ignore[no-untyped-def]
+    assert replica_count("web", "api") == 0
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            responses = await asyncio.gather(*(
+                client.get(f"{server.url}/web/api/slow", params={"seconds": 0.2})
+                for _ in range(20)))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 20
+
+
+def test_scale_down_drains_in_flight_requests(server, web) -> None:  # type: ignore[no-untyped-def]
+    results: list[httpx.Response] = []
+    slow = threading.Thread(target=lambda: results.append(httpx.get(
+        f"{server.url}/web/api/slow", params={"seconds": 4}, timeout=60)))
+    slow.start()
+    wait_until(lambda: app_info("web").functions[0].replicas.get("ready") == 1)
+    web.app.deploy()  # a new version: the old replica drains, then stops
+    slow.join(timeout=60)
+    assert results[0].status_code == 200
+    assert results[0].json() == {"slept": 4}
+
+
+def test_websocket_passes_through(server, web) -> None:  # type: ignore[no-untyped-def]
+    from websockets.sync.client import connect
+
+    ws_url = server.url.replace("http", "ws") + "/web/api/ws"
+    with connect(ws_url, open_timeout=60) as socket:
+        socket.send("hi")
+        assert socket.recv(timeout=30) == "echo: hi"
+
+
+def test_tls_with_a_self_signed_certificate(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(tmp_path / "home", tls_self_signed=True)
+    try:
+        cert = running.home / "tls" / "cert.pem"
+        assert running.url.startswith("https://localhost:")
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        load("web").app.deploy()
+        verify = ssl.create_default_context(cafile=cert)
+        response = httpx.get(f"{running.url}/web/api/hello", verify=verify, timeout=60)
+        assert response.json() == {"message": "hello world"}
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{running.url}/healthz")  # an unverified certificate is refused
+    finally:
+        assert not running.stop()
