@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import start_server  # noqa: E402 - reuses the test suite's server starter
+from tests.conftest import start_server  # reuses the test suite's server starter
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -48,9 +48,18 @@ class Response:
         return next((v for k, v in self.headers if k.lower() == name), None)
 
     async def iter_body(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._body.get()) is not None:
+        """Chunks as they arrive; whatever has piled up meanwhile is joined into one."""
+        finished = False
+        while not finished:
+            chunks = [await self._body.get()]
+            while not self._body.empty():
+                chunks.append(self._body.get_nowait())
+            if chunks[-1] is None:
+                finished = True
+                chunks.pop()
             self._room.set()
-            yield chunk
+            if chunks:
+                yield b"".join(chunks)  # type: ignore[arg-type]
         await self._pump  # surfaces a broken connection instead of a silently short body
 
     async def read(self) -> bytes:

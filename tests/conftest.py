@@ -87,8 +87,8 @@ class RunningServer:
         return [p for p in pids if alive(p)]
 
 
-def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False
-                 ) -> RunningServer:
+def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False,
+                 extra_args: list[str] | None = None) -> RunningServer:
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def start_server(home: Path, port: int | None = None, tls_self_signed: bool = Fa
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)]
-            + (["--tls-self-signed"] if tls_self_signed else []),
+            + (["--tls-self-signed"] if tls_self_signed else []) + (extra_args or []),
             env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"https://localhost:{port}" if tls_self_signed else f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -34,6 +34,7 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
             await plane.stop()
 
     app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
+    app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
     for module in (apps, calls, tokens, keys):
         app.include_router(module.router)
 

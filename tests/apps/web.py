@@ -83,3 +83,15 @@ def never_listens() -> None:
 @app.function()
 def not_web() -> int:
     return 1
+
+
+@app.function()
+@ember.wsgi_app()
+def legacy():
+    def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+        body = f"wsgi says {environ['PATH_INFO']}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    return wsgi

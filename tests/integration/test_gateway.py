@@ -162,3 +162,23 @@ def test_tls_with_a_self_signed_certificate(tmp_path, monkeypatch) -> None:  # t
             httpx.get(f"{running.url}/healthz")  # an unverified certificate is refused
     finally:
         assert not running.stop()
+
+
+def test_wsgi_app(server, web) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{server.url}/web/legacy/some/path", timeout=60)
+    assert response.status_code == 200
+    assert response.text == "wsgi says /some/path"
+
+
+def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(tmp_path / "home", extra_args=["--domain", "ember.test"])
+    try:
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        deployed = load("web").app.deploy()
+        assert deployed.urls["api"] == "http://web--api.ember.test/"
+        response = httpx.get(f"{running.url}/hello", params={"name": "host"},
+                             headers={"Host": "web--api.ember.test"}, timeout=60)
+        assert response.json() == {"message": "hello host"}
+    finally:
+        assert not running.stop()

@@ -29,10 +29,15 @@ def _frames_response(frames: list[bytes]) -> Response:
     return Response(wire.pack_frames(frames), media_type=wire.PICKLE_CONTENT_TYPE)
 
 
-@router.post("/apps/{app}/functions/{function}/{kind}")
-async def run_inputs(
-    app: str, function: str, kind: str, request: Request, method: str | None = None
-) -> Response:
+RUN_INPUTS_PATH = "/api/v1/apps/{app}/functions/{function}/{kind}"
+
+
+async def run_inputs(request: Request) -> Response:
+    """The hot path of every `.remote()`: a plain Starlette endpoint, so no FastAPI dependency
+    solving (about 0.3 ms) stands between the call and its replica."""
+    await require_token(request)
+    app, function, kind = (request.path_params[k] for k in ("app", "function", "kind"))
+    method = request.query_params.get("method")
     plane = plane_of(request)
     params = request.headers.get(wire.PARAMS_HEADER, "")
     inputs = await _inputs(request)

@@ -1,0 +1,109 @@
+"""Benchmark the gateway against a trivial upstream, direct vs through Ember in the same run:
+added latency (p50/p99) for small requests at concurrency 1 and 32, and the event rate of a
+1,000-event SSE response.
+
+    .venv/bin/python bench/gateway.py [--runs 5] [--requests 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import start_server  # reuses the test suite's server starter
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latencies(url: str, requests: int, concurrency: int) -> list[float]:
+    results: list[float] = []
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+        for _ in range(20):
+            await client.get(url)  # warm the connections
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                start = time.perf_counter()
+                response = await client.get(url)
+                results.append(time.perf_counter() - start)
+                assert response.status_code == 200
+
+        await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+    return results
+
+
+async def sse_rate(url: str) -> float:
+    async with httpx.AsyncClient(timeout=60) as client:
+        start = time.perf_counter()
+        events = 0
+        async with client.stream("GET", url, params={"n": 1000}) as response:
+            async for line in response.aiter_lines():
+                events += line.startswith("data:")
+        assert events == 1000
+        return events / (time.perf_counter() - start)
+
+
+async def one_run(direct: str, gateway: str, requests: int) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for concurrency in (1, 32):
+        d = await latencies(direct + "/small", requests, concurrency)
+        g = await latencies(gateway + "/small", requests, concurrency)
+        for q, name in ((0.5, "p50"), (0.99, "p99")):
+            row[f"c{concurrency}_direct_{name}"] = percentile(d, q) * 1e3
+            row[f"c{concurrency}_gateway_{name}"] = percentile(g, q) * 1e3
+            row[f"c{concurrency}_added_{name}"] = (percentile(g, q) - percentile(d, q)) * 1e3
+    pairs = [(await sse_rate(direct + "/sse"), await sse_rate(gateway + "/sse"))
+             for _ in range(5)]
+    row.update(sse_direct=statistics.median(d for d, _ in pairs),
+               sse_gateway=statistics.median(g for _, g in pairs),
+               sse_ratio=statistics.median(g / d for d, g in pairs))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=640)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        server = start_server(Path(home))
+        os.environ.update(server.env())
+        from ember.cli.loader import import_file
+
+        module = import_file(Path(__file__).parent / "gateway_app.py")
+        try:
+            module.app.deploy()
+            gateway = f"{server.url}/bench-gateway/upstream"
+            httpx.get(gateway + "/small", timeout=120)  # scale from zero once
+            direct = f"http://127.0.0.1:{module.PORT}"
+            runs = [asyncio.run(one_run(direct, gateway, args.requests))
+                    for _ in range(args.runs)]
+        finally:
+            server.stop()
+
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"runs: {args.runs}; {args.requests} small GETs per concurrency level per run")
+    print("| metric | median | min | max |")
+    print("|---|---|---|---|")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        print(f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
+              f"{max(values):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
