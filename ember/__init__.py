@@ -22,6 +22,7 @@ from ember.sdk.exceptions import Error
 from ember.sdk.function import Function, FunctionCall
 from ember.sdk.options import Retries
 from ember.sdk.schedule import Cron, Period
+from ember.sdk.secret import Secret
 from ember.version import __version__
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "FunctionCall",
     "Period",
     "Retries",
+    "Secret",
     "__version__",
     "asgi_app",
     "concurrent",

@@ -123,6 +123,8 @@ class DeployRequest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict)  # relative path -> source text
     functions: list[FunctionSpec]
     ephemeral: bool = False
+    # Secret.from_dict / from_dotenv values: stored encrypted on deploy, never kept in the request.
+    inline_secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class DeployResponse(BaseModel):
@@ -181,6 +183,19 @@ class TokenInfo(BaseModel):
     created_at: float
     revoked: bool
     app: str | None = None
+
+
+class SecretCreate(BaseModel):
+    name: str
+    values: dict[str, str]
+    overwrite: bool = False
+
+
+class SecretInfo(BaseModel):
+    name: str
+    keys: list[str]  # names only; values never leave the server
+    created_at: float
+    updated_at: float
 
 
 class ReplicaSettings(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ember import wire
@@ -17,6 +17,7 @@ class ReplicaLaunch:
 
     settings: wire.ReplicaSettings  # listen_fd is filled in by the backend
     on_log: LogCallback  # called with each line the replica prints
+    env: dict[str, str] = field(default_factory=dict)  # from the function's secrets
 
 
 class ReplicaHandle(Protocol):

@@ -39,7 +39,9 @@ class LocalBackend:
         listener.listen(1024)
         port = listener.getsockname()[1]
         settings = launch.settings.model_copy(update={"listen_fd": listener.fileno()})
-        env = dict(os.environ, EMBER_REPLICA=settings.model_dump_json(), PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ, **launch.env, EMBER_REPLICA=settings.model_dump_json(), PYTHONUNBUFFERED="1"
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

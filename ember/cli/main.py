@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ember.cli import apps, keys, run, server, tokens
+from ember.cli import apps, keys, run, secrets, server, tokens
 
 cli = typer.Typer(
     help="Ember: serverless GPU apps on your own machines.",
@@ -20,6 +20,7 @@ cli.command("serve")(run.serve)
 cli.add_typer(apps.cli, name="app")
 cli.add_typer(tokens.cli, name="token")
 cli.add_typer(keys.cli, name="key")
+cli.add_typer(secrets.cli, name="secret")
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ def server(
         domain=domain,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        secret_key=os.environ.get("EMBER_SECRET_KEY"),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")

@@ -51,6 +51,7 @@ class App:
         self.specs: dict[str, wire.FunctionSpec] = {}
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
         self.deployed_name: str | None = None  # set while deployed or running
+        self.inline_secrets: dict[str, dict[str, str]] = {}  # Secret.from_dict, sent on deploy
 
     def __repr__(self) -> str:
         return f"<ember.App {self.name}>"
@@ -60,6 +61,9 @@ class App:
         merged.update(
             {k: v for k, v in apply_deprecated(options, stacklevel=5).items() if v is not None}
         )
+        for secret in merged.get("secrets") or ():
+            if getattr(secret, "values", None):
+                self.inline_secrets[secret.name] = secret.values
         return merged
 
     def _register(self, name: str, handle: Function | Cls, spec: wire.FunctionSpec) -> None:
@@ -157,6 +161,7 @@ class App:
             files=files,
             functions=list(self.specs.values()),
             ephemeral=ephemeral,
+            inline_secrets=self.inline_secrets,
         )
 
     async def _deploy(self, request: wire.DeployRequest) -> wire.DeployResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,15 @@ class Deployment:
 
 
 class Deployments:
-    def __init__(self, store: SqlStore, apps_dir: Path, pools: PoolRegistry) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        apps_dir: Path,
+        pools: PoolRegistry,
+        put_secret: Callable[[str, dict[str, str]], None],
+    ) -> None:
         self._store, self._apps_dir, self._pools = store, apps_dir, pools
+        self._put_secret = put_secret
         self._current: dict[str, Deployment] = {}
 
     def load(self) -> None:
@@ -55,6 +63,10 @@ class Deployments:
     def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Write the source, then record the version: a failure leaves the previous one current."""
         _validate(request)
+        self._check_secrets(request)
+        for name, values in request.inline_secrets.items():
+            self._put_secret(name, values)
+        request = request.model_copy(update={"inline_secrets": {}})
         staging = None
         if request.files:
             self._apps_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +91,18 @@ class Deployments:
         self._pools.deactivate(request.app_name, keep_version=version)
         self._warm(deployment)
         return deployment
+
+    def _check_secrets(self, request: wire.DeployRequest) -> None:
+        known = {s.name for s in self._store.list_secrets()} | set(request.inline_secrets)
+        for spec in request.functions:
+            for name in spec.secrets:
+                if name not in known:
+                    raise ApiError(
+                        400,
+                        "NotFoundError",
+                        f"{spec.name} uses secret {name!r}, which does not exist; "
+                        f"create it with `ember secret create {name} KEY=VALUE`",
+                    )
 
     def _warm(self, deployment: Deployment) -> None:
         """Create the pools that must run without traffic (min_containers, buffer)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ember import wire
@@ -32,7 +32,9 @@ class ReplicaManager:
         logs: LogSink,
         http: Http1Pool,
         replica_token: str,
+        secret_env: Callable[[wire.FunctionSpec], dict[str, str]],
     ) -> None:
+        self._secret_env = secret_env
         self._settings, self._backend, self._logs = settings, backend, logs
         self._http, self._replica_token = http, replica_token
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,7 +70,9 @@ class ReplicaManager:
         )
         on_log = lambda text: self._logs.write(key.app, key.function, replica.id, text)  # noqa: E731
         try:
-            replica.handle = await self._backend.start_replica(ReplicaLaunch(settings, on_log))
+            env = self._secret_env(pool.spec)
+            self._logs.redact(key.app, env.values())
+            replica.handle = await self._backend.start_replica(ReplicaLaunch(settings, on_log, env))
         except Exception as exc:  # noqa: BLE001 - a failed spawn is a failed start
             self._startup_failed(pool, replica, f"could not start replica process: {exc}")
             return

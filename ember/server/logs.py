@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from ember.server.store.sql import SqlStore
@@ -17,9 +18,16 @@ class LogSink:
         self._store, self._interval = store, flush_interval
         self._buffer: list[dict[str, Any]] = []
         self._tails: dict[str, deque[str]] = {}
+        self._secrets: dict[str, set[str]] = {}
         self._task: asyncio.Task[None] | None = None
 
+    def redact(self, app: str, secrets: Iterable[str]) -> None:
+        """Hide these values wherever a replica of `app` prints them."""
+        self._secrets.setdefault(app, set()).update(v for v in secrets if len(v) >= 4)
+
     def write(self, app: str, function: str, replica: str, text: str) -> None:
+        for value in self._secrets.get(app, ()):
+            text = text.replace(value, "****")
         self._buffer.append(
             {"ts": time.time(), "app": app, "function": function, "replica": replica, "text": text}
         )

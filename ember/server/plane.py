@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from ember import wire
 from ember.backends.base import Backend
 from ember.backends.local import LocalBackend
 from ember.config_file import read_config_file, write_client_config
@@ -14,9 +15,11 @@ from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployments
 from ember.server.dispatch import Dispatcher
+from ember.server.errors import ApiError
 from ember.server.lifecycle import ReplicaManager
 from ember.server.logs import LogSink
 from ember.server.pools import PoolRegistry
+from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
 
@@ -29,14 +32,20 @@ class ControlPlane:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.store = SqlStore(settings.db_url)
         self.http = Http1Pool()
+        self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
         self.logs = LogSink(self.store)
         self._replica_token = self.store.create_token("replicas", kind="replica")
         self.replicas = ReplicaManager(
-            settings, backend or LocalBackend(), self.logs, self.http, self._replica_token.token
+            settings,
+            backend or LocalBackend(),
+            self.logs,
+            self.http,
+            self._replica_token.token,
+            self.secret_env,
         )
         self.pools = PoolRegistry(on_wait=self._on_wait)
         self.autoscaler = Autoscaler(settings, self.pools, self.replicas)
-        self.deployments = Deployments(self.store, settings.apps_dir, self.pools)
+        self.deployments = Deployments(self.store, settings.apps_dir, self.pools, self.put_secret)
         self.dispatcher = Dispatcher(settings, self.replicas, self.http)
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
@@ -44,6 +53,24 @@ class ControlPlane:
 
     def _on_wait(self) -> None:
         self.autoscaler.trigger()
+
+    def put_secret(self, name: str, values: dict[str, str]) -> None:
+        self.store.put_secret(name, self.secrets.seal(values), list(values))
+
+    def secret_env(self, spec: wire.FunctionSpec) -> dict[str, str]:
+        """The environment a replica of `spec` gets from its secrets (later ones win)."""
+        env: dict[str, str] = {}
+        for name in spec.secrets:
+            sealed = self.store.get_secret(name)
+            if sealed is None:
+                raise ApiError(
+                    404,
+                    "NotFoundError",
+                    f"secret {name!r} was deleted; create it "
+                    f"again with `ember secret create {name} KEY=VALUE`",
+                )
+            env.update(self.secrets.open(sealed, name))
+        return env
 
     async def run_inputs(
         self, app: str, function: str, method: str | None, params: str, inputs: list[bytes]

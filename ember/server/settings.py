@@ -13,6 +13,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8765
     database_url: str | None = None  # default: sqlite file in `home`
+    secret_key: str | None = None  # Fernet key for secrets at rest; default: $home/secret.key
     write_client_config: bool = True  # an embedded server for `ember run` leaves config alone
     default_max_containers: int = field(default_factory=lambda: max(2, 2 * (os.cpu_count() or 1)))
     replica_startup_timeout: float = 600.0

@@ -7,7 +7,7 @@ import pytest
 import ember
 
 EXPECTED = [
-    "App", "Cls", "Cron", "Error", "Function", "FunctionCall", "Period", "Retries",
+    "App", "Cls", "Cron", "Error", "Function", "FunctionCall", "Period", "Retries", "Secret",
     "__version__", "asgi_app", "concurrent", "enter", "exception", "exit", "fastapi_endpoint",
     "method", "parameter", "web_server", "wsgi_app",
 ]

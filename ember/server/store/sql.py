@@ -213,6 +213,54 @@ class SqlStore:
             ).all()
         return {status: int(total or 0) for status, total in rows}
 
+    # -- secrets --------------------------------------------------------------------------
+
+    def put_secret(self, name: str, sealed: bytes, keys: list[str]) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(t.secrets.c.name).where(t.secrets.c.name == name)
+            ).first()
+            values = {"sealed": sealed, "key_names": ",".join(sorted(keys)), "updated_at": now}
+            if exists:
+                conn.execute(t.secrets.update().where(t.secrets.c.name == name).values(**values))
+            else:
+                conn.execute(t.secrets.insert().values(name=name, created_at=now, **values))
+
+    def get_secret(self, name: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(t.secrets.c.sealed).where(t.secrets.c.name == name)
+            ).scalar()
+
+    def list_secrets(self) -> list[wire.SecretInfo]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(
+                        t.secrets.c.name,
+                        t.secrets.c.key_names,
+                        t.secrets.c.created_at,
+                        t.secrets.c.updated_at,
+                    ).order_by(t.secrets.c.name)
+                )
+                .mappings()
+                .all()
+            )
+        return [
+            wire.SecretInfo(
+                name=r["name"],
+                keys=r["key_names"].split(",") if r["key_names"] else [],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    def delete_secret(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(t.secrets.delete().where(t.secrets.c.name == name)).rowcount > 0
+
     # -- logs -----------------------------------------------------------------------------
 
     def append_logs(self, rows: list[dict[str, Any]]) -> None:

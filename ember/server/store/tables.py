@@ -66,6 +66,16 @@ calls = Table(
     Column("finished_at", Float, nullable=True),
 )
 
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),  # Fernet ciphertext of a JSON object
+    Column("key_names", Text, nullable=False),  # comma-separated, for `ember secret list`
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 logs = Table(
     "logs",
     metadata,

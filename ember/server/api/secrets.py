@@ -1,0 +1,48 @@
+"""The secrets API: create, list (names and keys only) and delete secrets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ember import wire
+from ember.server.api.auth import plane_of, require_token
+from ember.server.errors import ApiError
+
+router = APIRouter(prefix="/api/v1/secrets", dependencies=[Depends(require_token)])
+
+
+@router.post("")
+async def create_secret(request: Request) -> wire.SecretInfo:
+    try:
+        body = wire.SecretCreate.model_validate_json(await request.body())
+    except ValueError as exc:  # not echoed back: the body holds secret values
+        raise ApiError(
+            400,
+            "InvalidError",
+            'malformed secret: expected {"name": ..., "values": {"KEY": "value"}}',
+        ) from exc
+    plane = plane_of(request)
+    if not body.name or not all(k.isidentifier() for k in body.values):
+        raise ApiError(
+            400,
+            "InvalidError",
+            "secret names must be non-empty and keys must be environment variable names",
+        )
+    if plane.store.get_secret(body.name) is not None and not body.overwrite:
+        raise ApiError(
+            409, "InvalidError", f"secret {body.name!r} exists; pass --force to replace it"
+        )
+    plane.put_secret(body.name, body.values)
+    return next(s for s in plane.store.list_secrets() if s.name == body.name)
+
+
+@router.get("")
+async def list_secrets(request: Request) -> list[wire.SecretInfo]:
+    return plane_of(request).store.list_secrets()
+
+
+@router.delete("/{name}")
+async def delete_secret(name: str, request: Request) -> dict[str, str]:
+    if not plane_of(request).store.delete_secret(name):
+        raise ApiError(404, "NotFoundError", f"no secret {name!r}; see `ember secret list`")
+    return {"deleted": name}
