@@ -140,6 +140,7 @@ class FunctionInfo(BaseModel):
     methods: list[str]
     replicas: dict[str, int] = Field(default_factory=dict)  # state -> count
     web_url: str | None = None
+    next_run: float | None = None  # Unix time of the next scheduled run
 
 
 class AppInfo(BaseModel):

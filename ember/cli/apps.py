@@ -55,10 +55,13 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
         print_json(app)
         return
     console.print(f"[bold]{app.name}[/bold]  {app.state}  version {app.version}")
-    table = Table("function", "kind", "methods", "replicas")
+    table = Table("function", "kind", "methods", "replicas", "endpoint / next run")
     for f in app.functions:
         states = ", ".join(f"{n} {s}" for s, n in sorted(f.replicas.items())) or "0"
-        table.add_row(f.name, "class" if f.is_class else "function", ", ".join(f.methods), states)
+        extra = f.web_url or (f"next run {_when(f.next_run)}" if f.next_run else "")
+        table.add_row(
+            f.name, "class" if f.is_class else "function", ", ".join(f.methods), states, extra
+        )
     console.print(table)
 
 

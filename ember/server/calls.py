@@ -126,6 +126,9 @@ class SpawnedCalls:
             self._tasks.pop(call_id, None)
             self._done.pop(call_id, asyncio.Event()).set()
 
+    def running(self, call_id: str) -> bool:
+        return call_id in self._tasks
+
     def recover(self) -> int:
         """Run again the spawned calls a previous server process left unfinished."""
         unfinished = self._store.unfinished_spawns()

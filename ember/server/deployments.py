@@ -138,8 +138,8 @@ class Deployments:
         self._store.delete_app(app)
         shutil.rmtree(self._apps_dir / app, ignore_errors=True)
 
-    def names(self) -> list[str]:
-        return sorted(self._current)
+    def all(self) -> list[Deployment]:
+        return list(self._current.values())
 
 
 def _validate(request: wire.DeployRequest) -> None:

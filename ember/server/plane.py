@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from ember import wire
@@ -19,6 +18,7 @@ from ember.server.errors import ApiError
 from ember.server.lifecycle import ReplicaManager
 from ember.server.logs import LogSink
 from ember.server.pools import PoolRegistry
+from ember.server.scheduler import Scheduler
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
@@ -49,7 +49,8 @@ class ControlPlane:
         self.dispatcher = Dispatcher(settings, self.replicas, self.http)
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
-        self._loop_task: asyncio.Task[None] | None = None
+        self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
+        self._loops: list[asyncio.Task[None]] = []
 
     def _on_wait(self) -> None:
         self.autoscaler.trigger()
@@ -88,7 +89,10 @@ class ControlPlane:
         recovered = self.spawns.recover()
         if recovered:
             log.info("re-running %d spawned call(s) left unfinished", recovered)
-        self._loop_task = asyncio.ensure_future(self.autoscaler.run())
+        self._loops = [
+            asyncio.ensure_future(self.autoscaler.run()),
+            asyncio.ensure_future(self.scheduler.run()),
+        ]
 
     def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""
@@ -102,10 +106,9 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop every replica (no orphans), then flush what is buffered."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
         await self.spawns.close()
         await self.replicas.close()
         await self.logs.close()

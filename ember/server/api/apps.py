@@ -91,6 +91,7 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
                 methods=spec.methods,
                 replicas=counts,
                 web_url=url,
+                next_run=plane.scheduler.next_run_at(name, spec.name),
             )
         )
     return wire.AppInfo(
