@@ -20,6 +20,7 @@ from ember.sdk.decorators import (
 )
 from ember.sdk.exceptions import Error
 from ember.sdk.function import Function, FunctionCall
+from ember.sdk.image import Image
 from ember.sdk.options import Retries
 from ember.sdk.schedule import Cron, Period
 from ember.sdk.secret import Secret
@@ -32,6 +33,7 @@ __all__ = [
     "Error",
     "Function",
     "FunctionCall",
+    "Image",
     "Period",
     "Retries",
     "Secret",

@@ -141,6 +141,7 @@ class FunctionInfo(BaseModel):
     replicas: dict[str, int] = Field(default_factory=dict)  # state -> count
     web_url: str | None = None
     next_run: float | None = None  # Unix time of the next scheduled run
+    image: str | None = None  # hash of its image (see `ember image logs`)
 
 
 class AppInfo(BaseModel):

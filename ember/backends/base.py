@@ -17,7 +17,9 @@ class ReplicaLaunch:
 
     settings: wire.ReplicaSettings  # listen_fd is filled in by the backend
     on_log: LogCallback  # called with each line the replica prints
-    env: dict[str, str] = field(default_factory=dict)  # from the function's secrets
+    env: dict[str, str] = field(default_factory=dict)  # from the image and the secrets
+    python: str | None = None  # the image's interpreter; default: the server's
+    cwd: str | None = None  # the image's workdir; default: the app's source folder
 
 
 class ReplicaHandle(Protocol):

@@ -44,7 +44,7 @@ class LocalBackend:
         )
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
+                launch.python or sys.executable,
                 "-m",
                 "ember.runtime.replica",
                 env=env,
@@ -53,7 +53,7 @@ class LocalBackend:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                cwd=settings.source_dir or None,
+                cwd=launch.cwd or settings.source_dir or None,
             )
         finally:
             listener.close()  # the child holds its own copy of the socket

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ember.cli import apps, keys, run, secrets, server, tokens
+from ember.cli import apps, images, keys, run, secrets, server, tokens
 
 cli = typer.Typer(
     help="Ember: serverless GPU apps on your own machines.",
@@ -21,6 +21,7 @@ cli.add_typer(apps.cli, name="app")
 cli.add_typer(tokens.cli, name="token")
 cli.add_typer(keys.cli, name="key")
 cli.add_typer(secrets.cli, name="secret")
+cli.add_typer(images.cli, name="image")
 
 
 def main() -> None:

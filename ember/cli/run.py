@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
-from rich.text import Text
 
 from ember import wire
+from ember.cli.follow import BuildFollower, LogFollower
 from ember.cli.loader import load_app, parse_ref
 from ember.cli.output import console, err, friendly_errors
 from ember.cli.server import embedded_server, server_reachable, use_server
@@ -71,41 +70,6 @@ def _convert(raw: str, annotation: Any) -> Any:
     return kind(raw) if kind in (int, float) else raw
 
 
-class LogFollower:
-    """Prints an app's logs while a command runs."""
-
-    def __init__(self, app_name: str) -> None:
-        self._app, self._after, self._stop = app_name, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> LogFollower:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._print_new()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.3):
-            self._print_new()
-
-    def _print_new(self) -> None:
-        try:
-            lines = run_sync(
-                Client.from_settings().json(
-                    "GET", f"/api/v1/apps/{self._app}/logs", params={"after": self._after}
-                )
-            )
-        except Exception:  # noqa: BLE001 - logs are best effort while the app runs
-            return
-        for line in lines:
-            self._after = line["id"]
-            prefix = Text(f"{line['function']} {line['replica'][:8]} ", style="dim")
-            err.print(prefix + Text(line["text"]), highlight=False)
-
-
 def run(
     ref: str = typer.Argument(..., help="app.py or app.py::name"),
     args: list[str] = typer.Argument(None, help="--name value arguments"),
@@ -121,7 +85,7 @@ def run(
 def _run_app(app: App, object_name: str | None, args: list[str]) -> None:
     entry = _pick_entry(app, object_name)
     console.print(f"[dim]Running {app.name} (ephemeral)[/dim]")
-    with app.run(), LogFollower(app.deployed_name or app.name):
+    with BuildFollower(app), app.run(), LogFollower(app.deployed_name or app.name):
         if isinstance(entry, Function):
             result = entry.remote(**_parse_cli_args(entry.get_raw_f(), args))
             console.print(result)
@@ -166,7 +130,7 @@ def deploy(
 
 @friendly_errors
 def _deploy(app: App, name: str | None) -> wire.DeployResponse:
-    with console.status(f"Deploying {name or app.name}..."):
+    with BuildFollower(app), console.status(f"Deploying {name or app.name}..."):
         response = app.deploy(name)
     console.print(
         f"[green]✓[/green] Deployed [bold]{response.app_name}[/bold] "

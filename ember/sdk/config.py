@@ -14,6 +14,11 @@ from pathlib import Path
 from ember.config_file import read_config_file
 
 
+def in_replica() -> bool:
+    """True inside a replica process, where the user's module is imported a second time."""
+    return "EMBER_REPLICA" in os.environ
+
+
 def ember_home(environ: dict[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     return Path(env.get("EMBER_HOME") or Path.home() / ".ember").expanduser()

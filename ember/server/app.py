@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ember.backends.base import Backend
-from ember.server.api import apps, calls, keys, secrets, tokens
+from ember.server.api import apps, calls, images, keys, secrets, tokens
 from ember.server.api.auth import TokenCache
 from ember.server.errors import ApiError
 from ember.server.gateway.app import Gateway
@@ -35,7 +35,7 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
 
     app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
-    for module in (apps, calls, tokens, keys, secrets):
+    for module in (apps, calls, tokens, keys, secrets, images):
         app.include_router(module.router)
 
     @app.get("/healthz")

@@ -11,6 +11,7 @@ from typing import Any
 from ember import wire
 from ember.backends.base import Backend, ReplicaLaunch
 from ember.http1 import Http1Pool, HttpError
+from ember.runtime.images import BuiltImage
 from ember.server.logs import LogSink
 from ember.server.pools import Pool, Replica, ReplicaState
 from ember.server.settings import ServerSettings
@@ -33,8 +34,9 @@ class ReplicaManager:
         http: Http1Pool,
         replica_token: str,
         secret_env: Callable[[wire.FunctionSpec], dict[str, str]],
+        image: Callable[[wire.FunctionSpec], BuiltImage | None],
     ) -> None:
-        self._secret_env = secret_env
+        self._secret_env, self._image = secret_env, image
         self._settings, self._backend, self._logs = settings, backend, logs
         self._http, self._replica_token = http, replica_token
         self._tasks: set[asyncio.Task[None]] = set()
@@ -70,9 +72,14 @@ class ReplicaManager:
         )
         on_log = lambda text: self._logs.write(key.app, key.function, replica.id, text)  # noqa: E731
         try:
-            env = self._secret_env(pool.spec)
-            self._logs.redact(key.app, env.values())
-            replica.handle = await self._backend.start_replica(ReplicaLaunch(settings, on_log, env))
+            secrets = self._secret_env(pool.spec)
+            self._logs.redact(key.app, secrets.values())
+            launch = ReplicaLaunch(settings, on_log, secrets)
+            image = self._image(pool.spec)
+            if image is not None:
+                launch.env = {**image.env, **secrets}
+                launch.python, launch.cwd = str(image.python), str(image.workdir)
+            replica.handle = await self._backend.start_replica(launch)
         except Exception as exc:  # noqa: BLE001 - a failed spawn is a failed start
             self._startup_failed(pool, replica, f"could not start replica process: {exc}")
             return

@@ -10,6 +10,7 @@ from ember.backends.base import Backend
 from ember.backends.local import LocalBackend
 from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
+from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployments
@@ -33,6 +34,7 @@ class ControlPlane:
         self.store = SqlStore(settings.db_url)
         self.http = Http1Pool()
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
+        self.images = ImageBuilder(settings.home / "images")
         self.logs = LogSink(self.store)
         self._replica_token = self.store.create_token("replicas", kind="replica")
         self.replicas = ReplicaManager(
@@ -42,6 +44,7 @@ class ControlPlane:
             self.http,
             self._replica_token.token,
             self.secret_env,
+            self.image_for,
         )
         self.pools = PoolRegistry(on_wait=self._on_wait)
         self.autoscaler = Autoscaler(settings, self.pools, self.replicas)
@@ -72,6 +75,18 @@ class ControlPlane:
                 )
             env.update(self.secrets.open(sealed, name))
         return env
+
+    def image_for(self, spec: wire.FunctionSpec) -> BuiltImage | None:
+        return self.images.built(str(spec.image["hash"])) if spec.image else None
+
+    async def build_images(self, request: wire.DeployRequest) -> None:
+        """Build every image the app uses (once per hash), before anything is deployed."""
+        specs = {str(f.image["hash"]): f.image for f in request.functions if f.image}
+        for spec in specs.values():
+            try:
+                await asyncio.to_thread(self.images.build, spec)
+            except ImageBuildError as exc:
+                raise ApiError(400, "ImageBuildError", f"image build failed: {exc}") from None
 
     async def run_inputs(
         self, app: str, function: str, method: str | None, params: str, inputs: list[bytes]

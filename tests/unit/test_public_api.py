@@ -7,7 +7,8 @@ import pytest
 import ember
 
 EXPECTED = [
-    "App", "Cls", "Cron", "Error", "Function", "FunctionCall", "Period", "Retries", "Secret",
+    "App", "Cls", "Cron", "Error", "Function", "FunctionCall", "Image", "Period", "Retries",
+    "Secret",
     "__version__", "asgi_app", "concurrent", "enter", "exception", "exit", "fastapi_endpoint",
     "method", "parameter", "web_server", "wsgi_app",
 ]

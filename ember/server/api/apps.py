@@ -20,6 +20,7 @@ async def deploy(request: Request) -> wire.DeployResponse:
     except ValueError as exc:
         raise ApiError(400, "InvalidError", f"malformed deploy request: {exc}") from exc
     plane = plane_of(request)
+    await plane.build_images(deploy_request)
     deployment = plane.deployments.deploy(deploy_request)
     plane.autoscaler.trigger()
     urls = {
@@ -92,6 +93,7 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
                 replicas=counts,
                 web_url=url,
                 next_run=plane.scheduler.next_run_at(name, spec.name),
+                image=str(spec.image["hash"]) if spec.image else None,
             )
         )
     return wire.AppInfo(
