@@ -53,31 +53,25 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
+_END = object()
+
+
+async def _next_or_end(agen: AsyncIterator[T]) -> Any:
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     """Drive an async iterator that lives on the SDK loop from synchronous code."""
-    sentinel = object()
-
-    async def next_item() -> Any:
-        try:
-            return await agen.__anext__()
-        except StopAsyncIteration:
-            return sentinel
-
-    while (item := run_sync(next_item())) is not sentinel:
+    while (item := run_sync(_next_or_end(agen))) is not _END:
         yield item
 
 
 async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
     """Drive an async iterator that lives on the SDK loop from another event loop."""
-    sentinel = object()
-
-    async def next_item() -> Any:
-        try:
-            return await agen.__anext__()
-        except StopAsyncIteration:
-            return sentinel
-
-    while (item := await run_async(next_item())) is not sentinel:
+    while (item := await run_async(_next_or_end(agen))) is not _END:
         yield item
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ember import wire
 from ember.server.store.sql import SqlStore
+from ember.server.write_behind import WriteBehind
 
 RunInputs = Callable[[str, str, str | None, str, list[bytes]], Awaitable[list[bytes]]]
 
@@ -18,13 +19,11 @@ def outcome_status(frames: list[bytes]) -> str:
     return "succeeded" if all(f[0] == wire.Outcome.OK for f in frames) else "failed"
 
 
-class CallRecorder:
+class CallRecorder(WriteBehind):
     """Writes a row per `.remote()` / `.map` request, behind the hot path, in batches."""
 
     def __init__(self, store: SqlStore, flush_interval: float = 0.5) -> None:
-        self._store, self._interval = store, flush_interval
-        self._rows: list[dict[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(store.insert_calls, flush_interval)
 
     def record(
         self,
@@ -35,7 +34,7 @@ class CallRecorder:
         frames: list[bytes],
         started: float,
     ) -> None:
-        self._rows.append(
+        self.append(
             {
                 "id": f"fc-{uuid.uuid4().hex}",
                 "app": app,
@@ -49,24 +48,6 @@ class CallRecorder:
                 "finished_at": time.time(),
             }
         )
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
-
-    async def flush(self) -> None:
-        rows, self._rows = self._rows, []
-        if rows:
-            await asyncio.to_thread(self._store.insert_calls, rows)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.flush()
 
 
 class SpawnedCalls:

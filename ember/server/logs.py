@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from ember.server.store.sql import SqlStore
+from ember.server.write_behind import WriteBehind
 
 TAIL_LINES = 30
 
 
-class LogSink:
+class LogSink(WriteBehind):
     def __init__(self, store: SqlStore, flush_interval: float = 0.2) -> None:
-        self._store, self._interval = store, flush_interval
-        self._buffer: list[dict[str, Any]] = []
+        super().__init__(store.append_logs, flush_interval)
         self._tails: dict[str, deque[str]] = {}
         self._secrets: dict[str, set[str]] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def redact(self, app: str, secrets: Iterable[str]) -> None:
         """Hide these values wherever a replica of `app` prints them."""
@@ -28,7 +25,7 @@ class LogSink:
     def write(self, app: str, function: str, replica: str, text: str) -> None:
         for value in self._secrets.get(app, ()):
             text = text.replace(value, "****")
-        self._buffer.append(
+        self.append(
             {"ts": time.time(), "app": app, "function": function, "replica": replica, "text": text}
         )
         self._tails.setdefault(replica, deque(maxlen=TAIL_LINES)).append(text)
@@ -38,21 +35,3 @@ class LogSink:
 
     def forget(self, replica: str) -> None:
         self._tails.pop(replica, None)
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
-
-    async def flush(self) -> None:
-        rows, self._buffer = self._buffer, []
-        if rows:
-            await asyncio.to_thread(self._store.append_logs, rows)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.flush()
