@@ -30,6 +30,9 @@ def server(
     domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
     tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
     tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
+    max_queued_requests: int = typer.Option(
+        256, help="Requests that may wait for one function's replicas; more get 503."
+    ),
     tls_self_signed: bool = typer.Option(
         False, help="Serve HTTPS with a certificate made for localhost (kept in the home)."
     ),
@@ -49,6 +52,7 @@ def server(
         tls_cert=tls_cert,
         tls_key=tls_key,
         secret_key=os.environ.get("EMBER_SECRET_KEY"),
+        max_queued_requests=max_queued_requests,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")

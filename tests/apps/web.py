@@ -95,3 +95,26 @@ def legacy():
         return [body]
 
     return wsgi
+
+
+@app.function(scaledown_window=30, max_containers=1)
+@ember.asgi_app()
+def one_at_a_time():
+    """One input per replica and one replica: a held slot blocks everyone else."""
+    web = FastAPI()
+
+    @web.get("/forever")
+    async def forever():
+        async def ticks():
+            while True:
+                yield "data: tick\n\n"
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(ticks(), media_type="text/event-stream")
+
+    @web.get("/nap")
+    async def nap(seconds: float = 1.0):
+        await asyncio.sleep(seconds)
+        return {"napped": seconds}
+
+    return web

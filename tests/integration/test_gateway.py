@@ -182,3 +182,35 @@ def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: 
         assert response.json() == {"message": "hello host"}
     finally:
         assert not running.stop()
+
+
+def test_client_disconnect_frees_the_slot(server, web) -> None:  # type: ignore[no-untyped-def]
+    url = f"{server.url}/web/one_at_a_time"
+    with httpx.Client(timeout=60) as client, client.stream("GET", url + "/forever") as stream:
+        assert next(stream.iter_lines()) == "data: tick"
+    # The endless stream held the only slot; hanging up must release it for the next request.
+    assert httpx.get(url + "/nap", params={"seconds": 0}, timeout=30).json() == {"napped": 0}
+
+
+def test_full_queue_is_503_with_retry_after(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(tmp_path / "home", extra_args=["--max-queued-requests", "2"])
+    try:
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        load("web").app.deploy()
+        url = f"{running.url}/web/one_at_a_time/nap"
+        assert httpx.get(url, params={"seconds": 0}, timeout=60).status_code == 200
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return list(await asyncio.gather(*(
+                    client.get(url, params={"seconds": 1}) for _ in range(6))))
+
+        responses = asyncio.run(burst())
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses.count(200) >= 3 and 503 in statuses  # 1 running + 2 queued, rest shed
+        shed = next(r for r in responses if r.status_code == 503)
+        assert shed.headers["retry-after"] == "1"
+        assert "requests waiting for a replica" in shed.json()["error"]["message"]
+    finally:
+        assert not running.stop()
