@@ -1,0 +1,1 @@
+"""LLM serving: models, engines and the OpenAI-compatible layer."""
