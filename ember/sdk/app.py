@@ -7,7 +7,6 @@ Decorating has no side effects beyond building a FunctionSpec; `ember deploy` / 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -213,11 +212,10 @@ def _module_source(app: App) -> tuple[str, dict[str, str]]:
             if file is None:
                 raise InvalidError("cannot find the source of the module defining this app")
             path = Path(file)
-            stem = path.stem if module_name in ("__main__",) else module_name.rsplit(".", 1)[-1]
-            return stem, {f"{stem}.py": path.read_text()}
+            return path.stem, {path.name: path.read_text()}
         return module_name, {}
-    frame_file = inspect.stack()[-1].filename
-    raise InvalidError(f"define the app at module level of a file (found none for {frame_file})")
+    raise InvalidError(f"{app!r} is not a module-level name of any module; define it at the top "
+                       "level of a file, e.g. `app = ember.App(...)`")
 
 
 def _importable_without_source(module_name: str) -> bool:
