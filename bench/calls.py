@@ -10,22 +10,10 @@ markdown table (paste into BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.conftest import start_server  # reuses the test suite's server starter
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from common import deployed, machine, percentile
 
 
 def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -60,20 +48,11 @@ def main() -> None:
     parser.add_argument("--map-inputs", type=int, default=10_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as home:
-        server = start_server(Path(home))
-        os.environ.update(server.env())
-        from ember.cli.loader import import_file
+    with deployed("bench_app.py") as (_, module):
+        runs = [one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
+                for _ in range(args.runs)]
 
-        module = import_file(Path(__file__).parent / "bench_app.py")
-        try:
-            module.app.deploy()
-            runs = [one_run(module.echo, module.cold, "bench-calls", args.calls,
-                            args.map_inputs) for _ in range(args.runs)]
-        finally:
-            server.stop()
-
-    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine())
     print(f"runs: {args.runs}; per run: {args.calls} warm calls, .map over {args.map_inputs}")
     print("| metric | median | min | max | goal |")
     print("|---|---|---|---|---|")

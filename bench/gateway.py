@@ -9,24 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.conftest import start_server  # reuses the test suite's server starter
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from common import deployed, machine, percentile
 
 
 async def latencies(url: str, requests: int, concurrency: int) -> list[float]:
@@ -79,23 +66,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=640)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as home:
-        server = start_server(Path(home))
-        os.environ.update(server.env())
-        from ember.cli.loader import import_file
+    with deployed("gateway_app.py") as (server, module):
+        gateway = f"{server.url}/bench-gateway/upstream"
+        httpx.get(gateway + "/small", timeout=120)  # scale from zero once
+        direct = f"http://127.0.0.1:{module.PORT}"
+        runs = [asyncio.run(one_run(direct, gateway, args.requests)) for _ in range(args.runs)]
 
-        module = import_file(Path(__file__).parent / "gateway_app.py")
-        try:
-            module.app.deploy()
-            gateway = f"{server.url}/bench-gateway/upstream"
-            httpx.get(gateway + "/small", timeout=120)  # scale from zero once
-            direct = f"http://127.0.0.1:{module.PORT}"
-            runs = [asyncio.run(one_run(direct, gateway, args.requests))
-                    for _ in range(args.runs)]
-        finally:
-            server.stop()
-
-    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine())
     print(f"runs: {args.runs}; {args.requests} small GETs per concurrency level per run")
     print("| metric | median | min | max |")
     print("|---|---|---|---|")
