@@ -33,6 +33,9 @@ def server(
     max_queued_requests: int = typer.Option(
         256, help="Requests that may wait for one function's replicas; more get 503."
     ),
+    client_timeout: float = typer.Option(
+        60.0, help="Seconds a client may stay silent while sending or reading; then dropped."
+    ),
     tls_self_signed: bool = typer.Option(
         False, help="Serve HTTPS with a certificate made for localhost (kept in the home)."
     ),
@@ -53,6 +56,7 @@ def server(
         tls_key=tls_key,
         secret_key=os.environ.get("EMBER_SECRET_KEY"),
         max_queued_requests=max_queued_requests,
+        client_timeout=client_timeout,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")

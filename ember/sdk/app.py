@@ -214,8 +214,10 @@ def _module_source(app: App) -> tuple[str, dict[str, str]]:
             path = Path(file)
             return path.stem, {path.name: path.read_text()}
         return module_name, {}
-    raise InvalidError(f"{app!r} is not a module-level name of any module; define it at the top "
-                       "level of a file, e.g. `app = ember.App(...)`")
+    raise InvalidError(
+        f"{app!r} is not a module-level name of any module; define it at the top "
+        "level of a file, e.g. `app = ember.App(...)`"
+    )
 
 
 def _importable_without_source(module_name: str) -> bool:

@@ -214,3 +214,27 @@ def test_full_queue_is_503_with_retry_after(tmp_path, monkeypatch) -> None:  # t
         assert "requests waiting for a replica" in shed.json()["error"]["message"]
     finally:
         assert not running.stop()
+
+
+def test_half_open_client_gets_408_and_holds_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    running = start_server(tmp_path / "home", extra_args=["--client-timeout", "1"])
+    try:
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        load("web").app.deploy()
+        port = int(running.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(b"POST /web/api/echo HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            reply = ""  # nothing more is sent; read the whole answer
+            while not reply.endswith("}"):
+                reply += stalled.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408")
+        assert "no request data for 1 s" in reply
+        assert replica_count("web", "api") == 0  # the body never arrived: no replica was woken
+        assert httpx.post(f"{running.url}/web/api/echo", json={"ok": 1},
+                          timeout=60).json() == {"ok": 1}
+    finally:
+        assert not running.stop()

@@ -21,6 +21,7 @@ from ember.server.gateway.auth import Unauthorized, authenticate
 from ember.server.gateway.proxy import (
     BodyTooLarge,
     ClientGone,
+    ClientTooSlow,
     Receive,
     Scope,
     Send,
@@ -121,6 +122,9 @@ class Gateway:
             return
         except BodyTooLarge as exc:
             await _error(send, websocket, 413, "RequestTooLarge", str(exc), request_id)
+            return
+        except ClientTooSlow as exc:
+            await _error(send, websocket, 408, "RequestTimeout", str(exc), request_id)
             return
         except Overloaded as exc:
             await _error(send, websocket, 503, "Overloaded", str(exc), request_id, retry_after=True)

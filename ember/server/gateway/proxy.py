@@ -40,7 +40,11 @@ class BodyTooLarge(Exception):
 
 
 class ClientGone(Exception):
-    """The client disconnected (or stalled past the idle timeout) while sending its body."""
+    """The client disconnected while its request was under way."""
+
+
+class ClientTooSlow(Exception):
+    """408: the client sent nothing for the idle timeout while sending its body."""
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, idle_timeout: float) -> bytes:
@@ -53,7 +57,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int, idle_timeout: fl
             async with asyncio.timeout(idle_timeout):
                 message = await receive()
         except TimeoutError:
-            raise ClientGone(f"no request data for {idle_timeout:g} s") from None
+            raise ClientTooSlow(f"no request data for {idle_timeout:g} s") from None
         if message["type"] == "http.disconnect":
             raise ClientGone("client disconnected")
         chunk = message.get("body", b"")
