@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -142,10 +143,27 @@ class Deployments:
         return list(self._current.values())
 
 
+RESERVED_APP_NAMES = {"api", "healthz", "docs", "openapi.json", "metrics"}
+
+
 def _validate(request: wire.DeployRequest) -> None:
     names = [spec.name for spec in request.functions]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ApiError(400, "InvalidError", f"duplicate function names: {', '.join(duplicates)}")
-    if not request.app_name or "/" in request.app_name or request.app_name.startswith("."):
-        raise ApiError(400, "InvalidError", f"invalid app name {request.app_name!r}")
+    name = request.app_name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or "--" in name:
+        raise ApiError(
+            400,
+            "InvalidError",
+            f"invalid app name {name!r}: use letters, digits, "
+            "'-', '_' and '.', at most 64, without '--' (it separates app and "
+            "function in endpoint host names)",
+        )
+    if name in RESERVED_APP_NAMES:
+        raise ApiError(
+            400,
+            "InvalidError",
+            f"app name {name!r} is reserved for the server's own "
+            f"paths ({', '.join(sorted(RESERVED_APP_NAMES))}); choose another",
+        )

@@ -152,3 +152,15 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
             serving.send_signal(signal.SIGINT)
     assert serving.returncode == 0
     assert cli_json("app", "show", "live", env=env)["state"] == "stopped"
+
+
+def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "named.py"
+    for name, message in (("api", "reserved for the server's own paths"),
+                          ("my--app", "without '--'"), ("sp ace", "invalid app name")):
+        source.write_text(f"import ember\napp = ember.App({name!r})\n"
+                          "@app.function()\ndef f():\n    return 1\n")
+        result = ember_cli("deploy", str(source), env=server.env())
+        assert result.returncode == 1
+        assert message in result.stderr, result.stderr
+    assert cli_json("app", "list", env=server.env()) == []
