@@ -61,10 +61,14 @@ class Deployments:
                 )
                 self._warm(self._current[record.name])
 
-    def deploy(self, request: wire.DeployRequest) -> Deployment:
-        """Write the source, then record the version: a failure leaves the previous one current."""
+    def validate(self, request: wire.DeployRequest) -> None:
+        """Everything that can be refused cheaply, before any image is built."""
         _validate(request)
         self._check_secrets(request)
+
+    def deploy(self, request: wire.DeployRequest) -> Deployment:
+        """Write the source, then record the version: a failure leaves the previous one current.
+        The request must have passed `validate`."""
         for name, values in request.inline_secrets.items():
             self._put_secret(name, values)
         request = request.model_copy(update={"inline_secrets": {}})

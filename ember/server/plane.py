@@ -13,7 +13,7 @@ from ember.http1 import Http1Pool
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
-from ember.server.deployments import Deployments
+from ember.server.deployments import Deployment, Deployments
 from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
 from ember.server.lifecycle import ReplicaManager
@@ -78,6 +78,14 @@ class ControlPlane:
 
     def image_for(self, spec: wire.FunctionSpec) -> BuiltImage | None:
         return self.images.built(str(spec.image["hash"])) if spec.image else None
+
+    async def deploy(self, request: wire.DeployRequest) -> Deployment:
+        """Check the request, build its images, then make it the app's current version."""
+        self.deployments.validate(request)
+        await self.build_images(request)
+        deployment = self.deployments.deploy(request)
+        self.autoscaler.trigger()
+        return deployment
 
     async def build_images(self, request: wire.DeployRequest) -> None:
         """Build every image the app uses (once per hash), before anything is deployed."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,12 +48,16 @@ class Pool:
     spec: wire.FunctionSpec
     deploy: wire.DeployRequest
     source_dir: Path | None
-    queue: FunctionQueue
+    on_wait: InitVar[Callable[[], None]]  # wakes the autoscaler when an input starts waiting
     active: bool = True  # False once a newer version is deployed or the app is stopped
     replicas: dict[str, Replica] = field(default_factory=dict)
     startup_failures: int = 0
     next_start_at: float = 0.0  # back-off after a replica failed to start
     last_failure: str | None = None
+    queue: FunctionQueue = field(init=False)
+
+    def __post_init__(self, on_wait: Callable[[], None]) -> None:
+        self.queue = FunctionQueue(lambda: self.replicas.values(), self.spec.max_inputs, on_wait)
 
     @property
     def max_inputs(self) -> int:
@@ -87,12 +92,7 @@ class PoolRegistry:
     ) -> Pool:
         pool = self._pools.get(key)
         if pool is None:
-            holder: list[Pool] = []
-            queue = FunctionQueue(
-                lambda: holder[0].replicas.values(), spec.max_inputs, self._on_wait
-            )
-            pool = Pool(key, spec, deploy, source_dir, queue)
-            holder.append(pool)
+            pool = Pool(key, spec, deploy, source_dir, self._on_wait)
             self._pools[key] = pool
         return pool
 

@@ -20,9 +20,7 @@ async def deploy(request: Request) -> wire.DeployResponse:
     except ValueError as exc:
         raise ApiError(400, "InvalidError", f"malformed deploy request: {exc}") from exc
     plane = plane_of(request)
-    await plane.build_images(deploy_request)
-    deployment = plane.deployments.deploy(deploy_request)
-    plane.autoscaler.trigger()
+    deployment = await plane.deploy(deploy_request)
     urls = {
         f.name: endpoint_urls(plane.settings, deployment.app, f.name)[-1]
         for f in deploy_request.functions
