@@ -24,6 +24,7 @@ from ember.sdk.image import Image
 from ember.sdk.options import Retries
 from ember.sdk.schedule import Cron, Period
 from ember.sdk.secret import Secret
+from ember.sdk.volume import Volume
 from ember.version import __version__
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Period",
     "Retries",
     "Secret",
+    "Volume",
     "__version__",
     "asgi_app",
     "concurrent",

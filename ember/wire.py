@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -125,6 +125,8 @@ class DeployRequest(BaseModel):
     ephemeral: bool = False
     # Secret.from_dict / from_dotenv values: stored encrypted on deploy, never kept in the request.
     inline_secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Volumes named with Volume.from_name(..., create_if_missing=True): created on deploy.
+    create_volumes: list[str] = Field(default_factory=list)
 
 
 class DeployResponse(BaseModel):
@@ -200,6 +202,45 @@ class SecretInfo(BaseModel):
     updated_at: float
 
 
+class VolumeCreate(BaseModel):
+    name: str
+    exist_ok: bool = False
+
+
+class VolumeInfo(BaseModel):
+    name: str
+    created_at: float
+    committed_at: float | None = None  # Unix time of the last commit
+
+
+class FileEntryType(StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+
+
+class FileEntry(BaseModel):
+    """One entry of `Volume.listdir`; `path` is relative to the volume's root."""
+
+    path: str
+    type: FileEntryType
+    size: int
+    mtime: float
+
+
+class UploadStart(BaseModel):
+    paths: list[str] = Field(default_factory=list)  # checked at once against existing files
+    force: bool = False  # replace files that exist (never directories)
+
+
+class UploadStarted(BaseModel):
+    upload_id: str
+
+
+class UploadCommit(BaseModel):
+    force: bool = False
+
+
 class ReplicaSettings(BaseModel):
     """The one environment block (EMBER_REPLICA) a replica process reads at boot."""
 
@@ -216,3 +257,4 @@ class ReplicaSettings(BaseModel):
     token: str
     graceful_shutdown: float = 30.0
     ca_cert: str | None = None  # to verify the server's certificate on nested calls
+    volume_root: str | None = None  # where the server keeps volumes; mounts: function.volumes

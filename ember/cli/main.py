@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ember.cli import apps, images, keys, run, secrets, server, tokens
+from ember.cli import apps, images, keys, run, secrets, server, tokens, volumes
 
 cli = typer.Typer(
     help="Ember: serverless GPU apps on your own machines.",
@@ -22,6 +22,7 @@ cli.add_typer(tokens.cli, name="token")
 cli.add_typer(keys.cli, name="key")
 cli.add_typer(secrets.cli, name="secret")
 cli.add_typer(images.cli, name="image")
+cli.add_typer(volumes.cli, name="volume")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ Started by a backend as `python -m ember.runtime.replica` with one environment v
 EMBER_REPLICA (a wire.ReplicaSettings), and an already-listening socket inherited as `listen_fd`.
 Health is served from the first moment (503 while enter hooks run, 200 once ready), so the
 server can tell a slow start from a stuck one. SIGTERM drains in-flight inputs, then runs @exit.
+Volumes are mounted (runtime/mounts.py) before the user's module is imported.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import uvicorn
 
 from ember import wire
+from ember.runtime.mounts import mount_volumes
 from ember.runtime.user_code import UserCode, load_user_code
+from ember.runtime.volumes import VolumeError
 from ember.runtime.web import build_web_app, wait_for_port
 from ember.sdk.serialization import deserialize, error_frame, ok_frame
 
@@ -159,6 +162,15 @@ class _ReplicaServer(uvicorn.Server):
 
 
 async def serve(settings: wire.ReplicaSettings) -> None:
+    # Volumes first: the user's module may read them as it is imported.
+    mounts = mount_volumes(settings.volume_root, settings.replica_id, settings.function.volumes)
+    try:
+        await _serve(settings)
+    finally:
+        mounts.unmount()
+
+
+async def _serve(settings: wire.ReplicaSettings) -> None:
     user = load_user_code(settings)
     replica = Replica(settings, user)
     config = uvicorn.Config(
@@ -193,6 +205,9 @@ def main() -> None:
     )
     try:
         asyncio.run(serve(settings))
+    except VolumeError as exc:  # a volume deleted since the deploy, say: the message says it all
+        print(f"cannot mount volumes: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception:  # noqa: BLE001 - import errors and the like: print, then fail the replica
         traceback.print_exc()
         sys.exit(1)

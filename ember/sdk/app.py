@@ -51,6 +51,7 @@ class App:
         self.local_entrypoints: dict[str, Callable[..., Any]] = {}
         self.deployed_name: str | None = None  # set while deployed or running
         self.inline_secrets: dict[str, dict[str, str]] = {}  # Secret.from_dict, sent on deploy
+        self.create_volumes: set[str] = set()  # Volume.from_name(create_if_missing=True)
 
     def __repr__(self) -> str:
         return f"<ember.App {self.name}>"
@@ -63,6 +64,9 @@ class App:
         for secret in merged.get("secrets") or ():
             if getattr(secret, "values", None):
                 self.inline_secrets[secret.name] = secret.values
+        for volume in (merged.get("volumes") or {}).values():
+            if getattr(volume, "create_if_missing", False):
+                self.create_volumes.add(volume.name)
         return merged
 
     def _register(self, name: str, handle: Function | Cls, spec: wire.FunctionSpec) -> None:
@@ -161,6 +165,7 @@ class App:
             functions=list(self.specs.values()),
             ephemeral=ephemeral,
             inline_secrets=self.inline_secrets,
+            create_volumes=sorted(self.create_volumes),
         )
 
     async def _deploy(self, request: wire.DeployRequest) -> wire.DeployResponse:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -59,6 +61,20 @@ class Client:
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return (await self.request(method, path, **kwargs)).json()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """Like `request`, but the body is read by the caller as it arrives."""
+        try:
+            async with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from_response(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ConnectionError(
+                f"cannot reach the Ember server at {self.server_url}: {exc}"
+            ) from exc
 
 
 def _error_from_response(response: httpx.Response) -> Exception:

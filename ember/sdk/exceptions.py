@@ -15,6 +15,14 @@ class NotFoundError(Error):
     """An app, function, method or call that does not exist."""
 
 
+class PathNotFoundError(NotFoundError, FileNotFoundError):
+    """A path that does not exist in a volume (a FileNotFoundError too, as in Modal)."""
+
+
+class AlreadyExistsError(Error, FileExistsError):
+    """A volume, or a file in one, that exists already; the message says how to replace it."""
+
+
 class AuthError(Error):
     """A missing, wrong or revoked token."""
 
@@ -56,6 +64,8 @@ _BY_NAME: dict[str, type[Error]] = {
     for cls in (
         InvalidError,
         NotFoundError,
+        PathNotFoundError,
+        AlreadyExistsError,
         AuthError,
         FunctionTimeoutError,
         ExecutionError,

@@ -1,7 +1,7 @@
 """Validate the options of `@app.function` / `@app.cls` into a FunctionSpec.
 
-Options whose machinery lands later (gpu, image, volumes, secrets, snapshots) are validated and
-stored now, so apps written today keep deploying as that machinery arrives.
+Options whose machinery lands later (gpu, snapshots) are validated and stored now, so apps
+written today keep deploying as that machinery arrives.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ember import wire
+from ember.runtime.mounts import check_mount_path
+from ember.runtime.volumes import VolumeError
 from ember.sdk.exceptions import InvalidError
 from ember.sdk.schedule import Schedule
 
@@ -86,6 +88,20 @@ def _named(objects: Any, what: str) -> list[str]:
     return names
 
 
+def _mounts(volumes: dict[str, Any]) -> dict[str, str]:
+    """Mount path (normalised) -> volume name."""
+    mounts: dict[str, str] = {}
+    for path, volume in volumes.items():
+        try:
+            mount = check_mount_path(str(path))
+        except VolumeError as exc:
+            raise InvalidError(str(exc)) from None
+        if mount in mounts:
+            raise InvalidError(f"two volumes are mounted at {mount!r}")
+        mounts[mount] = _named([volume], "volumes")[0]
+    return mounts
+
+
 def build_spec(
     name: str,
     options: dict[str, Any],
@@ -119,10 +135,7 @@ def build_spec(
     schedule = o.get("schedule")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise InvalidError("schedule must be ember.Cron(...) or ember.Period(...)")
-    volumes = o.get("volumes") or {}
-    for path in volumes:
-        if not str(path).startswith("/"):
-            raise InvalidError(f"volume mount path {path!r} must be absolute, e.g. '/models'")
+    volumes = _mounts(o.get("volumes") or {})
     image = o.get("image")
     return wire.FunctionSpec(
         name=name,
@@ -136,7 +149,7 @@ def build_spec(
         timeout=o.get("timeout") or 300.0,
         retries=_retry_policy(o.get("retries")),
         secrets=_named(o.get("secrets"), "secrets"),
-        volumes={str(path): _named([vol], "volumes")[0] for path, vol in volumes.items()},
+        volumes=volumes,
         min_containers=min_c,
         max_containers=max_c,
         buffer_containers=buffer_c,

@@ -10,12 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ember.backends.base import Backend
-from ember.server.api import apps, calls, images, keys, secrets, tokens
+from ember.runtime.volumes import VolumeError
+from ember.server.api import apps, calls, images, keys, secrets, tokens, volumes
 from ember.server.api.auth import TokenCache
 from ember.server.errors import ApiError
 from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
 from ember.server.settings import ServerSettings
+from ember.server.volumes import as_api_error
 from ember.version import __version__
 
 
@@ -35,7 +37,7 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
 
     app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
-    for module in (apps, calls, tokens, keys, secrets, images):
+    for module in (apps, calls, tokens, keys, secrets, images, volumes):
         app.include_router(module.router)
 
     @app.get("/healthz")
@@ -45,6 +47,11 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(VolumeError)
+    async def volume_error(_: Request, exc: VolumeError) -> JSONResponse:
+        error = as_api_error(exc)
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

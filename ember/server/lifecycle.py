@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,6 +13,7 @@ from ember import wire
 from ember.backends.base import Backend, ReplicaLaunch
 from ember.http1 import Http1Pool, HttpError
 from ember.runtime.images import BuiltImage
+from ember.runtime.mounts import replica_dir
 from ember.server.logs import LogSink
 from ember.server.pools import Pool, Replica, ReplicaState
 from ember.server.settings import ServerSettings
@@ -69,6 +71,7 @@ class ReplicaManager:
             token=self._replica_token,
             graceful_shutdown=self._settings.replica_graceful_shutdown,
             ca_cert=str(self._settings.tls_cert) if self._settings.tls_cert else None,
+            volume_root=str(self._settings.volumes_dir),
         )
         on_log = lambda text: self._logs.write(key.app, key.function, replica.id, text)  # noqa: E731
         try:
@@ -113,6 +116,9 @@ class ReplicaManager:
                 f"[ember] replica exited unexpectedly with code {code}",
             )
         self._logs.forget(replica.id)
+        if pool.spec.volumes:  # its working copies, if it could not remove them itself
+            folder = replica_dir(self._settings.volumes_dir, replica.id)
+            await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def _wait_ready(
         self, pool: Pool, replica: Replica, exit_code: asyncio.Future[int]

@@ -23,6 +23,7 @@ from ember.server.scheduler import Scheduler
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
+from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
 
@@ -35,6 +36,7 @@ class ControlPlane:
         self.http = Http1Pool()
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
         self.images = ImageBuilder(settings.home / "images")
+        self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
         self._replica_token = self.store.create_token("replicas", kind="replica")
         self.replicas = ReplicaManager(
@@ -82,7 +84,9 @@ class ControlPlane:
     async def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Check the request, build its images, then make it the app's current version."""
         self.deployments.validate(request)
+        self.volumes.check_deploy(request)
         await self.build_images(request)
+        self.volumes.create_missing(request)
         deployment = self.deployments.deploy(request)
         self.autoscaler.trigger()
         return deployment
@@ -107,6 +111,7 @@ class ControlPlane:
     async def start(self) -> None:
         self.bootstrap_admin_token()
         self.deployments.load()
+        self.volumes.start()
         self.logs.start()
         self.recorder.start()
         recovered = self.spawns.recover()

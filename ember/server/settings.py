@@ -47,3 +47,7 @@ class ServerSettings:
     @property
     def apps_dir(self) -> Path:
         return self.home / "apps"
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.home / "volumes"

@@ -8,7 +8,7 @@ import ember
 
 EXPECTED = [
     "App", "Cls", "Cron", "Error", "Function", "FunctionCall", "Image", "Period", "Retries",
-    "Secret",
+    "Secret", "Volume",
     "__version__", "asgi_app", "concurrent", "enter", "exception", "exit", "fastapi_endpoint",
     "method", "parameter", "web_server", "wsgi_app",
 ]

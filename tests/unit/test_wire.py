@@ -13,6 +13,9 @@ REQUIRED = {
     "DeployRequest": {"app_name", "declared_name", "module", "functions"},
     "ReplicaSettings": {"replica_id", "app_name", "version", "declared_name", "module",
                         "source_dir", "function", "listen_fd", "server_url", "token"},
+    "VolumeCreate": {"name"},
+    "UploadStart": set(),
+    "UploadCommit": set(),
 }
 
 

@@ -1,4 +1,4 @@
-"""SqlStore: apps and their versions, tokens, calls and logs, on SQLite or PostgreSQL."""
+"""SqlStore: apps, versions, tokens, calls, secrets, volumes and logs, on SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -260,6 +260,33 @@ class SqlStore:
     def delete_secret(self, name: str) -> bool:
         with self.engine.begin() as conn:
             return conn.execute(t.secrets.delete().where(t.secrets.c.name == name)).rowcount > 0
+
+    # -- volumes (their files live on disk: ember/runtime/volumes.py) ---------------------
+
+    def create_volume(self, name: str) -> float | None:
+        """Record a new volume; returns its creation time, or None if it exists already."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.volumes).where(t.volumes.c.name == name)).first():
+                return None
+            conn.execute(t.volumes.insert().values(name=name, created_at=now))
+        return now
+
+    def get_volume(self, name: str) -> float | None:
+        """The volume's creation time, or None if there is no such volume."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(t.volumes.c.created_at).where(t.volumes.c.name == name)
+            ).scalar()
+
+    def list_volumes(self) -> list[tuple[str, float]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.volumes).order_by(t.volumes.c.name)).all()
+        return [(r.name, r.created_at) for r in rows]
+
+    def delete_volume(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(t.volumes.delete().where(t.volumes.c.name == name)).rowcount > 0
 
     # -- logs -----------------------------------------------------------------------------
 

@@ -76,6 +76,13 @@ secrets = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+volumes = Table(
+    "volumes",
+    metadata,
+    Column("name", String, primary_key=True),  # files: $EMBER_HOME/volumes/<name>
+    Column("created_at", Float, nullable=False),
+)
+
 logs = Table(
     "logs",
     metadata,

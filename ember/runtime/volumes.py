@@ -1,0 +1,229 @@
+"""Volumes on disk: immutable committed snapshots, a HEAD naming the current one, atomic commits.
+
+Layout under the server's volume root (`$EMBER_HOME/volumes`):
+
+    <name>/HEAD                   the current snapshot's id, replaced atomically (write + rename)
+    <name>/snapshots/<id>/        committed trees, never written once renamed into place
+    <name>/staging/<pid>-<hex>/   a commit being built (removed later if its process died)
+    <name>/lock                   flock held while a commit renames its tree, swaps HEAD, prunes
+    <name>/uploads/<id>/          an upload batch being received (server/volumes.py)
+    .replicas/<replica id>/       a replica's working copies (see runtime/mounts.py)
+
+A commit builds its tree in staging, fsyncs it, renames it into `snapshots/` and then swaps
+HEAD, so a crash at any point leaves the last committed state. Concurrent commits: the last to
+swap HEAD wins; nothing is merged. Each commit deletes the snapshots other than the new HEAD and
+the one before it; a reader that loses its snapshot to that retries from the new HEAD.
+
+Used by the server (create, upload, list, download) and by replicas (commit, reload).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+READ_ATTEMPTS = 5  # reads restart on the new HEAD when a commit prunes theirs
+
+
+class VolumeError(Exception):
+    """A volume operation that cannot be done; `type_name` names the error on the wire."""
+
+    type_name = "InvalidError"
+
+
+class VolumeNotFound(VolumeError):
+    type_name = "NotFoundError"
+
+
+class PathNotFound(VolumeError):
+    type_name = "PathNotFoundError"
+
+
+class AlreadyExists(VolumeError):
+    type_name = "AlreadyExistsError"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise VolumeError(
+            f"invalid volume name {name!r}: use letters, digits, '-', '_' and '.', at most 64, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def volume_path(path: str) -> str:
+    """A path inside a volume, relative to its root ("" is the root). A leading '/' means the
+    volume's root, as in Modal (`vol.listdir("/")`); '..' is refused."""
+    parts = [p for p in PurePosixPath(path).parts if p.strip("/") and p != "."]
+    if ".." in parts or "\0" in path:
+        raise VolumeError(
+            f"volume path {path!r} contains '..' (or a NUL); paths must stay inside the volume"
+        )
+    return "/".join(parts)
+
+
+def not_found(name: str) -> VolumeNotFound:
+    return VolumeNotFound(
+        f"volume {name!r} does not exist; create it with `ember volume create {name}`"
+    )
+
+
+class VolumeTree:
+    """One volume's folder: its snapshots, HEAD, and the commits that move HEAD."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = check_name(name)
+        self.dir = root / name
+        self.snapshots = self.dir / "snapshots"
+
+    def exists(self) -> bool:
+        return (self.dir / "HEAD").exists()
+
+    def head(self) -> str:
+        try:
+            return (self.dir / "HEAD").read_text().strip()
+        except FileNotFoundError:
+            raise not_found(self.name) from None
+
+    def committed_at(self) -> float | None:
+        with contextlib.suppress(FileNotFoundError):
+            return (self.dir / "HEAD").stat().st_mtime
+        return None
+
+    def create(self) -> None:
+        """An empty volume: one empty snapshot and HEAD naming it (leftovers are replaced)."""
+        self.delete()
+        snapshot_id = _new_id()
+        (self.snapshots / snapshot_id).mkdir(parents=True)
+        self._write_head(snapshot_id)
+
+    def delete(self) -> None:
+        """Remove the volume; a rename first, so no half-deleted volume is ever seen."""
+        doomed = self.dir.with_name(f".deleted-{self.name}-{uuid.uuid4().hex[:8]}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def commit(self, build: Callable[[Path], None]) -> str:
+        """Make `build(folder)` (which creates `folder`) the new HEAD; returns its id."""
+        self.head()  # a deleted volume fails here, clearly
+        staging = self.dir / "staging" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            staging.parent.mkdir(exist_ok=True)
+            build(staging)
+            _fsync_tree(staging)
+            with self._locked():
+                previous = self.head()
+                snapshot_id = _new_id()
+                os.rename(staging, self.snapshots / snapshot_id)
+                _fsync_dir(self.snapshots)
+                self._write_head(snapshot_id)
+                doomed = self._prunable(keep={snapshot_id, previous})
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, FileNotFoundError) and not self.exists():
+                raise not_found(self.name) from None  # deleted while we built
+            raise
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return snapshot_id
+
+    def checkout(self, dest: Path) -> str:
+        """Copy HEAD's tree to `dest`, as new files: writes there never reach a snapshot."""
+        return self.read(lambda tree: _copy_tree(tree, dest))
+
+    def read(self, fn: Callable[[Path], T]) -> T:
+        """`fn(HEAD's tree)`, again on the new HEAD if a commit pruned the tree meanwhile."""
+        for _ in range(READ_ATTEMPTS - 1):
+            snapshot_id = self.head()
+            try:
+                return fn(self.snapshots / snapshot_id)
+            except (FileNotFoundError, shutil.Error):
+                if snapshot_id == self.head():
+                    raise  # not pruned: a real error
+        return fn(self.snapshots / self.head())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl  # POSIX only; imported here so `import ember` works elsewhere
+
+        with (self.dir / "lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _write_head(self, snapshot_id: str) -> None:
+        tmp = self.dir / f"HEAD.{os.getpid()}.tmp"
+        with tmp.open("w") as f:
+            f.write(snapshot_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / "HEAD")
+        _fsync_dir(self.dir)
+
+    def _prunable(self, keep: set[str]) -> list[Path]:
+        """Old snapshots, and staging folders of processes that died mid-commit."""
+        doomed = [p for p in self.snapshots.iterdir() if p.name not in keep]
+        for staging in (self.dir / "staging").iterdir():
+            pid = staging.name.split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                doomed.append(staging)
+        return doomed
+
+
+def _copy_tree(tree: Path, dest: Path) -> str:
+    try:
+        shutil.copytree(tree, dest, symlinks=True)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return tree.name
+
+
+def _new_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a new tree to disk. Files with other links are committed snapshots' files, which
+    were flushed when they were committed."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if info.st_nlink == 1 and stat.S_ISREG(info.st_mode):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(folder))
