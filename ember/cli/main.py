@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ember.cli import apps, images, keys, run, secrets, server, tokens, volumes
+from ember.cli import apps, images, keys, llm, run, secrets, server, tokens, volumes
 
 cli = typer.Typer(
     help="Ember: serverless GPU apps on your own machines.",
@@ -23,6 +23,7 @@ cli.add_typer(keys.cli, name="key")
 cli.add_typer(secrets.cli, name="secret")
 cli.add_typer(images.cli, name="image")
 cli.add_typer(volumes.cli, name="volume")
+cli.add_typer(llm.cli, name="llm")
 
 
 def main() -> None:

@@ -145,7 +145,7 @@ def _query_value(scope: Scope, key: str) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGTERM us if the server dies, so no replica outlives it."""
     if sys.platform == "linux":
         pr_set_pdeathsig = 1
@@ -192,7 +192,7 @@ async def _serve(settings: wire.ReplicaSettings) -> None:
 
 def main() -> None:
     settings = wire.ReplicaSettings.model_validate_json(os.environ["EMBER_REPLICA"])
-    _die_with_parent()
+    die_with_parent()
     # Nested calls (`other_function.remote()` inside user code) reach the same server.
     os.environ["EMBER_SERVER_URL"] = settings.server_url
     os.environ["EMBER_TOKEN"] = settings.token

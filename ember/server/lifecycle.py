@@ -123,15 +123,17 @@ class ReplicaManager:
     async def _wait_ready(
         self, pool: Pool, replica: Replica, exit_code: asyncio.Future[int]
     ) -> bool:
-        deadline = time.monotonic() + self._settings.replica_startup_timeout
+        # A web_server may ask for longer than the server's default (vLLM takes minutes on a CPU).
+        web = pool.spec.web
+        timeout = max(self._settings.replica_startup_timeout, web.startup_timeout if web else 0)
+        deadline = time.monotonic() + timeout
         while not exit_code.done() and replica.state is ReplicaState.STARTING:
             if time.monotonic() > deadline:
                 self._logs.write(
                     pool.key.app,
                     pool.key.function,
                     replica.id,
-                    f"[ember] not healthy within "
-                    f"{self._settings.replica_startup_timeout:g} s; stopping it",
+                    f"[ember] not healthy within {timeout:g} s; stopping it",
                 )
                 return False
             if await self.healthy(replica, timeout=1.0):

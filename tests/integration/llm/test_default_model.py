@@ -12,15 +12,12 @@ from ember.llm.models import DEFAULT_MODEL, ModelError, ensure_default_model, va
 pytestmark = pytest.mark.llm
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def test_conversion_reports_progress_and_writes_a_plain_hugging_face_folder(
+    tmp_path: Path,
+) -> None:
     messages: list[str] = []
-    folder = ensure_default_model(tmp_path_factory.mktemp("models"), messages.append)
-    assert any("dequantizing" in m for m in messages)  # progress was reported
-    return folder
-
-
-def test_conversion_writes_a_plain_hugging_face_folder(model_dir: Path) -> None:
+    model_dir = ensure_default_model(tmp_path, messages.append)
+    assert any("dequantizing" in m for m in messages)
     assert model_dir.name == DEFAULT_MODEL
     names = {p.name for p in model_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names

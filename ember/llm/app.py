@@ -1,0 +1,64 @@
+"""The app `ember llm serve` deploys: an OpenAI-compatible endpoint on the built-in engine or vLLM.
+
+An ordinary Ember app, written with the public SDK only: copy it and change what you need. Its
+settings come from `ember.llm.config.LLMConfig`, which `ember llm serve` fills from config.yaml
+and its flags and hands to the replicas through the image's environment.
+"""
+
+from typing import Any, cast
+
+import ember
+from ember.llm.config import LLMConfig
+from ember.llm.engines.base import Engine, TokenEngine
+
+config = LLMConfig.from_env()
+image = ember.Image.debian_slim().env(config.to_env())
+app = ember.App(config.app_name, image=image)
+
+STARTUP_TIMEOUT = 900  # seconds: vLLM on a CPU takes about two minutes to answer /health
+
+
+def endpoint() -> Any:
+    """The built-in engine is served by Ember's OpenAI layer; vLLM serves its own."""
+    if config.engine == "vllm":
+        from ember.llm.engines.vllm import PORT
+
+        return ember.web_server(
+            port=PORT, startup_timeout=STARTUP_TIMEOUT, requires_proxy_auth=True
+        )
+    return ember.asgi_app(requires_proxy_auth=True)
+
+
+@app.cls(
+    gpu=config.gpu,
+    timeout=3600,
+    scaledown_window=config.service.scaledown_window,
+    min_containers=config.service.min_containers,
+)
+@ember.concurrent(max_inputs=config.service.max_concurrent_requests)
+class Server:
+    engine: Engine
+
+    @ember.enter()
+    def start(self) -> None:
+        if config.engine == "vllm":
+            from ember.llm.engines.vllm import VllmEngine
+
+            self.engine = VllmEngine(config)
+        else:
+            from ember.llm.engines.builtin import BuiltinEngine
+
+            self.engine = BuiltinEngine(config)
+        self.engine.start()
+
+    @endpoint()
+    def serve(self) -> Any:
+        if config.engine == "vllm":
+            return None  # vllm serve is already listening on its port
+        from ember.llm.serving import openai_app
+
+        return openai_app(cast(TokenEngine, self.engine))
+
+    @ember.exit()
+    def stop(self) -> None:
+        self.engine.stop()

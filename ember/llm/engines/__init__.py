@@ -1,0 +1,1 @@
+"""Engines behind the LLM app: the built-in one (transformers) and vLLM, one file each."""

@@ -1,0 +1,59 @@
+"""What the LLM app needs from an engine, and what Ember's OpenAI layer needs from one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """New tokens of one request; `finish_reason` is set on its last step."""
+
+    token_ids: list[int]
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class Engine(Protocol):
+    """Started in the replica's enter hook, stopped in its exit hook."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def sleep(self) -> None:
+        """Give back accelerator memory (weights parked in host memory, KV cache freed)."""
+
+    async def wake_up(self) -> None: ...
+
+    @property
+    def is_sleeping(self) -> bool: ...
+
+
+class TokenEngine(Engine, Protocol):
+    """An engine Ember's own OpenAI layer serves: tokens in, tokens out."""
+
+    served_model_name: str
+    max_model_len: int
+    vocab_size: int
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: list[int]) -> str: ...
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Step]:
+        """Tokens as they are decoded; closing the iterator early cancels the request."""
+        ...
+
+    def metrics_text(self) -> bytes: ...

@@ -1,0 +1,312 @@
+"""Ember's OpenAI-compatible HTTP API over a token engine.
+
+/v1/models, /v1/chat/completions and /v1/completions (streamed as server-sent events or not),
+plus /health, /metrics, /sleep, /wake_up and /is_sleeping for the platform. Bad requests get
+OpenAI's error body with a 400 or 404; the engine never sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ember.llm.detokenizer import Detokenizer
+from ember.llm.engines.base import SamplingParams, TokenEngine
+from ember.llm.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Delta,
+    FinishReason,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    Usage,
+    new_id,
+)
+
+Body = TypeVar("Body", bound=BaseModel)
+CLIENT_GONE = Response(status_code=499)  # nginx's "client closed request": nobody reads it
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text that became final, with the finish reason on the last piece."""
+
+    text: str
+    finish_reason: FinishReason | None
+    completion_tokens: int
+
+
+def openai_app(engine: TokenEngine) -> Starlette:
+    api = OpenAIServer(engine)
+    routes = [
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/sleep", api.sleep, methods=["POST"]),
+        Route("/wake_up", api.wake_up, methods=["POST"]),
+        Route("/is_sleeping", api.is_sleeping, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={OpenAIError: _error_response})  # type: ignore[dict-item]
+
+
+async def _error_response(_request: Request, error: OpenAIError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+class OpenAIServer:
+    def __init__(self, engine: TokenEngine) -> None:
+        self.engine = engine
+
+    # -- the OpenAI routes ----------------------------------------------------------------
+
+    async def models(self, _request: Request) -> Response:
+        card = ModelCard(id=self.engine.served_model_name, max_model_len=self.engine.max_model_len)
+        return JSONResponse(ModelList(data=[card]).model_dump())
+
+    async def chat(self, request: Request) -> Response:
+        body = await _parse(request, ChatCompletionRequest)
+        self._check_model(body.model)
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+        try:
+            prompt = self.engine.apply_chat_template(messages)
+        except ValueError as e:
+            raise OpenAIError(str(e), param="messages") from None
+        params = self._sampling(body, len(prompt), body.token_limit(), "messages")
+        pieces = self._pieces(prompt, params, body.stop_strings())
+        if body.stream:
+            chunks = self._chat_chunks(body, len(prompt), pieces)
+            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        collected = await _collect(request, pieces)
+        if collected is None:
+            return CLIENT_GONE
+        text, last = collected
+        return JSONResponse(
+            ChatCompletion(
+                model=body.model,
+                choices=[
+                    ChatChoice(
+                        message=AssistantMessage(content=text),
+                        finish_reason=last.finish_reason or "stop",
+                    )
+                ],
+                usage=Usage.of(len(prompt), last.completion_tokens),
+            ).model_dump()
+        )
+
+    async def completions(self, request: Request) -> Response:
+        body = await _parse(request, CompletionRequest)
+        self._check_model(body.model)
+        prompt = self._prompt_ids(body.prompt)
+        params = self._sampling(body, len(prompt), body.token_limit(), "prompt")
+        pieces = self._pieces(prompt, params, body.stop_strings())
+        if body.stream:
+            chunks = self._completion_chunks(body, len(prompt), pieces)
+            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        collected = await _collect(request, pieces)
+        if collected is None:
+            return CLIENT_GONE
+        text, last = collected
+        return JSONResponse(
+            Completion(
+                model=body.model,
+                choices=[CompletionChoice(text=text, finish_reason=last.finish_reason)],
+                usage=Usage.of(len(prompt), last.completion_tokens),
+            ).model_dump()
+        )
+
+    # -- the platform's routes ------------------------------------------------------------
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok", "sleeping": self.engine.is_sleeping})
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(self.engine.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    async def sleep(self, _request: Request) -> Response:
+        await self.engine.sleep()
+        return JSONResponse({"is_sleeping": True})
+
+    async def wake_up(self, _request: Request) -> Response:
+        await self.engine.wake_up()
+        return JSONResponse({"is_sleeping": False})
+
+    async def is_sleeping(self, _request: Request) -> Response:
+        return JSONResponse({"is_sleeping": self.engine.is_sleeping})
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _check_model(self, name: str) -> None:
+        if name != self.engine.served_model_name:
+            raise OpenAIError(
+                f"The model `{name}` does not exist; this endpoint serves "
+                f"`{self.engine.served_model_name}` (see /v1/models).",
+                status=404, param="model", code="model_not_found",
+            )  # fmt: skip
+
+    def _prompt_ids(self, prompt: str | list[str] | list[int]) -> list[int]:
+        if isinstance(prompt, list) and all(isinstance(p, int) for p in prompt):
+            ids = [int(p) for p in prompt]
+            vocab = self.engine.vocab_size
+            if any(not 0 <= i < vocab for i in ids):
+                raise OpenAIError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        elif isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise OpenAIError("only one prompt per request is supported", param="prompt")
+            ids = self.engine.encode(str(prompt[0]))
+        else:
+            ids = self.engine.encode(prompt)
+        if not ids:
+            raise OpenAIError("prompt must not be empty", param="prompt")
+        return ids
+
+    def _sampling(
+        self, body: ChatCompletionRequest | CompletionRequest, prompt_len: int,
+        requested: int | None, prompt_param: str,
+    ) -> SamplingParams:  # fmt: skip
+        limit = self.engine.max_model_len
+        if prompt_len >= limit:
+            raise OpenAIError(
+                f"This model's maximum context length is {limit} tokens, and your {prompt_param} "
+                f"take {prompt_len}; shorten them.",
+                param=prompt_param, code="context_length_exceeded",
+            )  # fmt: skip
+        room = limit - prompt_len
+        if requested is not None and requested > room:
+            raise OpenAIError(
+                f"This model's maximum context length is {limit} tokens; you asked for "
+                f"{prompt_len + requested} ({prompt_len} in the {prompt_param}, {requested} in the "
+                f"completion). Ask for at most {room} completion tokens.",
+                param="max_tokens", code="context_length_exceeded",
+            )  # fmt: skip
+        return SamplingParams(
+            max_tokens=requested or room,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+        )
+
+    # -- generation -------------------------------------------------------------------------
+
+    async def _pieces(
+        self, prompt: list[int], params: SamplingParams, stop: list[str]
+    ) -> AsyncIterator[Piece]:
+        detokenizer = Detokenizer(self.engine.decode, stop)
+        count = 0
+        steps = self.engine.generate(prompt, params)
+        try:
+            async for step in steps:
+                count += len(step.token_ids)
+                text = detokenizer.add(step.token_ids)
+                if detokenizer.stopped:
+                    yield Piece(text, "stop", count)
+                    return  # closing `steps` cancels the rest of the request
+                if step.finish_reason is not None:
+                    yield Piece(text + detokenizer.flush(), step.finish_reason, count)
+                    return
+                if text:
+                    yield Piece(text, None, count)
+        finally:
+            await steps.aclose()  # type: ignore[attr-defined]
+
+    async def _chat_chunks(
+        self, body: ChatCompletionRequest, prompt_len: int, pieces: AsyncIterator[Piece]
+    ) -> AsyncIterator[BaseModel]:
+        chunk_id = new_id("chatcmpl")
+
+        def chunk(delta: Delta, reason: FinishReason | None = None) -> ChatCompletionChunk:
+            choice = ChatChunkChoice(delta=delta, finish_reason=reason)
+            return ChatCompletionChunk(id=chunk_id, model=body.model, choices=[choice])
+
+        yield chunk(Delta(role="assistant", content=""))
+        completion_tokens = 0
+        async for piece in pieces:
+            completion_tokens = piece.completion_tokens
+            yield chunk(Delta(content=piece.text or None), piece.finish_reason)
+        if body.include_usage:
+            usage = Usage.of(prompt_len, completion_tokens)
+            yield ChatCompletionChunk(id=chunk_id, model=body.model, choices=[], usage=usage)
+
+    async def _completion_chunks(
+        self, body: CompletionRequest, prompt_len: int, pieces: AsyncIterator[Piece]
+    ) -> AsyncIterator[BaseModel]:
+        completion_id = new_id("cmpl")
+        completion_tokens = 0
+        async for piece in pieces:
+            completion_tokens = piece.completion_tokens
+            choice = CompletionChoice(text=piece.text, finish_reason=piece.finish_reason)
+            yield Completion(id=completion_id, model=body.model, choices=[choice])
+        if body.include_usage:
+            usage = Usage.of(prompt_len, completion_tokens)
+            yield Completion(id=completion_id, model=body.model, choices=[], usage=usage)
+
+
+async def _parse(request: Request, model: type[Body]) -> Body:
+    try:
+        data = json.loads(await request.body())
+    except ValueError as e:
+        raise OpenAIError(f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise OpenAIError("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        param = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise OpenAIError(f"{param}: {message}", param=param) from None
+
+
+async def _collect(request: Request, pieces: AsyncIterator[Piece]) -> tuple[str, Piece] | None:
+    """All pieces joined, or None (generation stopped) if the client went away first."""
+
+    async def join() -> tuple[str, Piece]:
+        texts, last = [], Piece("", None, 0)
+        async for last in pieces:
+            texts.append(last.text)
+        return "".join(texts), last
+
+    work = asyncio.ensure_future(join())
+    gone = asyncio.ensure_future(_disconnected(request))
+    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if not work.done():
+        work.cancel()  # cancelling closes `pieces`, which cancels the engine's request
+        return None
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sse(events: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield f"data: {event.model_dump_json()}\n\n"
+    except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
+        error = OpenAIError(f"generation failed: {e}", type="server_error")
+        yield f"data: {json.dumps(error.body())}\n\n"
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,234 @@
+"""`ember llm serve` end to end: real CLI, embedded server, gateway, replica and `openai` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import RunningServer, alive, descendants
+from tests.integration.helpers import ember_cli
+
+pytestmark = pytest.mark.llm
+
+MAX_MODEL_LEN = 512
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@dataclass
+class Endpoint:
+    base_url: str
+    api_key: str
+    model: str
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+
+    def post(self, path: str, body: bytes | dict[str, object]) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        return httpx.post(self.base_url + path, content=content, headers=headers, timeout=120)
+
+
+def start_llm_serve(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Endpoint]:
+    """Run `ember llm serve --json`; its first line of output is the endpoint."""
+    with (home / "serve.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ember.cli.main", "llm", "serve", "--json", *args],
+            env={**os.environ, "EMBER_HOME": str(home), **(env or {})},
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert first, f"ember llm serve printed nothing: {(home / 'serve.log').read_text()}"
+    return process, Endpoint(**json.loads(first))
+
+
+@pytest.fixture(scope="module")
+def endpoint(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    home = tmp_path_factory.mktemp("home")
+    config = home / "config.yaml"
+    config.write_text(
+        f"model:\n  max_model_len: {MAX_MODEL_LEN}\nservice:\n  scaledown_window: 60\n"
+    )
+    process, served = start_llm_serve(home, str(model_dir), "--config", str(config))
+    yield served
+    processes = descendants(process.pid)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert process.wait(timeout=60) == 0
+    assert process.stdout is not None
+    process.stdout.close()
+    assert not [p for p in processes if alive(p)], "Ctrl-C left replica processes behind"
+
+
+def reference_completion(model_dir: Path, prompt: str, max_tokens: int) -> str:
+    """What transformers' own greedy `generate` writes after `prompt`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    output = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+    return str(tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True))
+
+
+def test_chat_through_the_gateway_streamed_and_not(endpoint: Endpoint) -> None:
+    client = endpoint.client()
+    assert [m.id for m in client.models.list()] == [endpoint.model]
+
+    reply = client.chat.completions.create(model=endpoint.model, messages=QUESTION, temperature=0)  # type: ignore[arg-type]
+    answer = reply.choices[0].message.content or ""
+    assert "Paris" in answer
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+    stream = client.chat.completions.create(
+        model=endpoint.model, messages=QUESTION, temperature=0, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # per token
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.total_tokens == reply.usage.total_tokens
+    )
+
+
+def test_greedy_over_http_equals_generate_alone_and_batched(
+    endpoint: Endpoint, model_dir: Path
+) -> None:
+    prompts = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "1, 2, 3,"]
+    expected = [reference_completion(model_dir, p, 20) for p in prompts]
+    client = endpoint.client()
+
+    def complete(prompt: str) -> str:
+        reply = client.completions.create(
+            model=endpoint.model, prompt=prompt, max_tokens=20, temperature=0
+        )
+        return reply.choices[0].text
+
+    assert complete(prompts[0]) == expected[0]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        assert list(pool.map(complete, prompts)) == expected
+
+
+def test_stop_strings_and_max_tokens(endpoint: Endpoint) -> None:
+    client = endpoint.client()
+    stopped = client.completions.create(
+        model=endpoint.model,
+        prompt="The capital of France is",
+        max_tokens=20,
+        temperature=0,
+        stop=["."],
+    )
+    assert stopped.choices[0].finish_reason == "stop"
+    assert "." not in stopped.choices[0].text and stopped.choices[0].text.strip()
+    capped = client.chat.completions.create(
+        model=endpoint.model, messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_completion_tokens=5, temperature=0.7, top_p=0.9, seed=1,
+    )  # fmt: skip
+    assert capped.choices[0].finish_reason == "length"
+    assert capped.usage is not None and capped.usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b'{"model": "x", "messages": [', 400, "not valid JSON"),
+        ({"model": "gpt-4", "messages": QUESTION}, 404, "does not exist"),
+        ({"model": "MODEL", "messages": []}, 400, "at least one message"),
+        ({"model": "MODEL", "messages": [{"role": "bot", "content": "hi"}]}, 400, "0.role"),
+        ({"model": "MODEL", "messages": QUESTION, "max_tokens": 10**5}, 400, "maximum context"),
+        ({"model": "MODEL", "messages": [{"role": "user", "content": "hi " * MAX_MODEL_LEN}]}, 400,
+         "shorten"),
+        ({"model": "MODEL", "messages": QUESTION, "n": 2}, 400, "n=1"),
+        ({"model": "MODEL", "messages": QUESTION, "temperature": 5}, 400, "temperature"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_openai_errors_and_the_engine_keeps_serving(
+    endpoint: Endpoint, body: bytes | dict[str, object], status: int, says: str
+) -> None:
+    if isinstance(body, dict):
+        body = {k: endpoint.model if v == "MODEL" else v for k, v in body.items()}
+    response = endpoint.post("/chat/completions", body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert says in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    reply = endpoint.client().chat.completions.create(
+        model=endpoint.model,
+        messages=QUESTION,
+        max_tokens=3,  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content
+
+
+def test_the_key_is_required(endpoint: Endpoint) -> None:
+    wrong = openai.OpenAI(base_url=endpoint.base_url, api_key="not-the-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+
+
+def test_metrics_and_sleep(endpoint: Endpoint) -> None:
+    root = endpoint.base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+    endpoint.client().chat.completions.create(model=endpoint.model, messages=QUESTION, max_tokens=4)  # type: ignore[arg-type]
+    metrics = httpx.get(root + "/metrics", headers=headers).text
+    assert "ember_llm_time_to_first_token_seconds_count" in metrics
+    assert "ember_llm_generation_tokens_total" in metrics
+
+    assert httpx.post(root + "/sleep", headers=headers, timeout=60).json() == {"is_sleeping": True}
+    assert httpx.get(root + "/is_sleeping", headers=headers).json() == {"is_sleeping": True}
+    reply = endpoint.client().chat.completions.create(
+        model=endpoint.model, messages=QUESTION, temperature=0
+    )  # type: ignore[arg-type]
+    assert "Paris" in (reply.choices[0].message.content or "")  # a request wakes it
+    assert httpx.get(root + "/is_sleeping", headers=headers).json() == {"is_sleeping": False}
+
+
+def test_against_a_running_server_it_deploys_and_returns(
+    server: RunningServer, model_dir: Path
+) -> None:
+    result = ember_cli("llm", "serve", str(model_dir), "--name", "chat", "--json", env=server.env())
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    assert served.base_url == f"{server.url}/chat/Server/v1"
+    reply = served.client().chat.completions.create(
+        model=served.model, messages=QUESTION, max_tokens=8
+    )  # type: ignore[arg-type]
+    assert reply.choices[0].message.content
+
+
+def test_bad_config_and_models_fail_before_anything_starts(tmp_path: Path) -> None:
+    env = {"EMBER_HOME": str(tmp_path / "home")}
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  name: x\n  max_len: 5\nservice:\n  gpus: 2\n")
+    result = ember_cli("llm", "serve", "--config", str(config), env=env)
+    assert result.returncode == 2
+    assert (
+        "unknown key `model.max_len`" in result.stderr
+        and "unknown key `service.gpus`" in result.stderr
+    )
+    assert "model.max_model_len" in result.stderr  # the valid keys are listed
+
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"architectures": ["BertModel"]}')
+    result = ember_cli("llm", "serve", str(tmp_path / "bert"), env=env)
+    assert result.returncode == 1 and "not a causal language model" in result.stderr
+    result = ember_cli("llm", "serve", str(tmp_path / "missing"), env=env)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert not (tmp_path / "home" / "ember.db").exists()  # no server was started
