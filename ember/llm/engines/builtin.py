@@ -30,9 +30,8 @@ from ember.llm.models import ModelError
 
 PAGE_SIZE = 256  # tokens per KV-cache page
 CPU_BATCH_TOKENS = 512  # prefill chunk on the CPU, where big chunks only add latency
-WEIGHT_ALIGNMENT = (
-    64  # bytes, so every parameter's slice of the parked buffer can be viewed as its dtype
-)
+KV_PADDING = 1024  # tokens; CUDA graphs are captured per padded KV length
+WEIGHT_ALIGNMENT = 64  # bytes: each parameter's slice of the parked buffer views as its dtype
 
 
 class EngineError(Exception):
@@ -97,26 +96,32 @@ class BuiltinEngine:
         self._parked: ParkedWeights | None = None
         self._asleep = False
         self._wake_lock = asyncio.Lock()
+        # CUDA graphs pad KV lengths to multiples of this. transformers' 16384 makes every decode
+        # step of a short request attend over 16k padded positions; see BENCHMARKS.md.
+        self.kv_padding = KV_PADDING
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Load the model folder, then start batching."""
         path = Path(self.config.model.name)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.vocab_size = len(self.tokenizer)
         # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation="sdpa"
-        ).to(self.device)  # type: ignore[arg-type]
-        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+        self.serve_model(model.to(self.device), _eos_ids(model, self.tokenizer))  # type: ignore[arg-type]
+
+    def serve_model(self, model: Any, eos_token_ids: list[int]) -> None:
+        """Start batching over a loaded model (benchmarks bring random-weight ones)."""
+        limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         if limit is not None and self.max_model_len > limit:
             raise ModelError(
-                f"model.max_model_len {self.max_model_len} is beyond what {path.name} supports "
+                f"model.max_model_len {self.max_model_len} is beyond what this model supports "
                 f"({limit}); lower it in the config"
             )
-        self.eos_token_ids = _eos_ids(self.model, self.tokenizer)
-        self.vocab_size = len(self.tokenizer)
+        self.model, self.eos_token_ids = model, eos_token_ids
         self._manager = self._start_manager()
 
     def stop(self) -> None:
@@ -152,14 +157,15 @@ class BuiltinEngine:
     def _wake(self) -> None:
         if self._parked is not None:
             self._parked.restore()
-        self._manager = self._start_manager()
+        # No graph warm-up here: capturing takes seconds, and waking is meant to be fast.
+        self._manager = self._start_manager(warm_up=False)
 
-    def _start_manager(self) -> ContinuousBatchingManager:
+    def _start_manager(self, warm_up: bool = True) -> ContinuousBatchingManager:
         # Sampling is on for the whole batch; each request brings its own temperature (0 for
         # greedy) and top_p. The placeholder values only make transformers create the processors.
         generation = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=True, temperature=0.5, top_p=0.5, top_k=None,
-            eos_token_id=self.eos_token_ids, max_new_tokens=self.max_model_len,
+            eos_token_id=self.eos_token_ids or -1, max_new_tokens=self.max_model_len,
         )  # fmt: skip
         manager: ContinuousBatchingManager = self.model.init_continuous_batching(
             generation_config=generation, continuous_batching_config=self._batching_config()
@@ -169,7 +175,7 @@ class BuiltinEngine:
             if isinstance(processor, ContinuousBatchingTemperatureLogitsWarper):
                 processors[i] = GreedyOrTemperature.__new__(GreedyOrTemperature)
                 processors[i].temperature = processor.temperature
-        if self.device.type == "cuda" and not self.config.service.fast_boot:
+        if warm_up and self.device.type == "cuda" and not self.config.service.fast_boot:
             manager.warmup()  # captures the CUDA graphs before the first request
         manager.start()
         return manager
@@ -182,7 +188,10 @@ class BuiltinEngine:
         )
         if self.device.type == "cuda":
             config.max_memory_percent = self.config.model.gpu_memory_utilization
-            config.use_cuda_graph = False if self.config.service.fast_boot else None
+            # transformers turns graphs off for attention that needs a mask (sdpa) by default;
+            # without them each decode step pays hundreds of kernel launches.
+            config.use_cuda_graph = not self.config.service.fast_boot
+            config.kv_padding_interval_size = self.kv_padding
         else:
             config.num_blocks = self._cpu_cache_blocks()
             config.max_batch_tokens = CPU_BATCH_TOKENS

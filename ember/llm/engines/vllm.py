@@ -54,7 +54,9 @@ class VllmEngine:
             if service.fast_boot:
                 args.append("--enforce-eager")  # no CUDA-graph capture: seconds off a cold start
         else:
-            args += ["--dtype", "bfloat16"]  # sleep mode is refused on the CPU
+            # The built-in engine's precision on the CPU; bf16 changes small models' greedy answers.
+            # (No --enable-sleep-mode: vLLM refuses it on the CPU.)
+            args += ["--dtype", "float32"]
         return args
 
     def start(self) -> None:
