@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ember.llm.config import LLMConfig
 
-PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+PROMPT = "Once upon a time, in a small village by the sea, there lived"  # runs 64 tokens, no EOS
 DIRECT_PORT = 8101
 
 
@@ -154,7 +154,7 @@ def cpu(args: argparse.Namespace) -> dict[str, Any]:
             samples: dict[str, list[dict[str, float]]] = {}
             for run in range(args.runs):
                 for concurrency in concurrencies:
-                    for path, (url, key) in (("direct", (direct_url, "")), ("ember", ember)):
+                    for path, (url, key) in (("direct", (direct_url, "none")), ("ember", ember)):
                         figures = asyncio.run(
                             load(url, key, config.served_model_name, concurrency, args.max_tokens)
                         )

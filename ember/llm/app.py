@@ -29,8 +29,14 @@ def endpoint() -> Any:
     return ember.asgi_app(requires_proxy_auth=True)
 
 
+# A model kept in a Volume is mounted at /models/<volume>.
+model_volume = config.model_volume
+volumes = {model_volume[1]: ember.Volume.from_name(model_volume[0])} if model_volume else {}
+
+
 @app.cls(
     gpu=config.gpu,
+    volumes=volumes,
     timeout=3600,
     scaledown_window=config.service.scaledown_window,
     min_containers=config.service.min_containers,

@@ -14,9 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ember.llm.models import DEFAULT_MODEL
+from ember.llm.models import DEFAULT_MODEL, split_volume_model
 
 ENV_VAR = "EMBER_LLM_CONFIG"
+VOLUME_MOUNTS = "/models"  # a model kept in Volume NAME is mounted at /models/NAME
 
 
 class ConfigError(Exception):
@@ -53,6 +54,18 @@ class LLMConfig(_Section):
     @property
     def served_model_name(self) -> str:
         return self.model.serve_name or Path(self.model.name).name
+
+    @property
+    def model_volume(self) -> tuple[str, str] | None:
+        """(volume, mount path) when the model is kept in a Volume."""
+        parts = split_volume_model(self.model.name)
+        return (parts[0], f"{VOLUME_MOUNTS}/{parts[0]}") if parts else None
+
+    @property
+    def model_path(self) -> str:
+        """The folder engines load, as a replica sees it."""
+        parts = split_volume_model(self.model.name)
+        return f"{VOLUME_MOUNTS}/{parts[0]}/{parts[1]}" if parts else self.model.name
 
     @property
     def gpu(self) -> str | None:

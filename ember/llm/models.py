@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+VOLUME_PREFIX = "volume:"  # `volume:NAME/path/in/volume`: a model folder kept in a Volume
 Progress = Callable[[str], None]
 
 
@@ -87,11 +88,26 @@ def validate_model_folder(path: Path) -> Path:
     config_file = path / "config.json"
     if not config_file.exists():
         raise ModelError(f"{path} has no config.json: it is not a Hugging Face model folder")
-    architectures = json.loads(config_file.read_text()).get("architectures") or []
+    check_causal_lm(config_file.read_text(), str(path))
+    return path
+
+
+def check_causal_lm(config_json: str, where: str) -> None:
+    """Raise ModelError unless a model's config.json describes a causal LM."""
+    architectures = json.loads(config_json).get("architectures") or []
     if not any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):
         found = ", ".join(architectures) or "none listed"
         raise ModelError(
-            f"{path} is not a causal language model (architectures: {found}); "
+            f"{where} is not a causal language model (architectures: {found}); "
             "serve a model that generates text, such as a *ForCausalLM"
         )
-    return path
+
+
+def split_volume_model(name: str) -> tuple[str, str] | None:
+    """(volume, folder inside it) for `volume:NAME/folder`, None for a local folder."""
+    if not name.startswith(VOLUME_PREFIX):
+        return None
+    volume, _, folder = name.removeprefix(VOLUME_PREFIX).partition("/")
+    if not volume or not folder.strip("/"):
+        raise ModelError(f"{name!r}: write a Volume model as volume:NAME/folder/in/the/volume")
+    return volume, folder.strip("/")

@@ -93,48 +93,39 @@ class OpenAIServer:
             prompt = self.engine.apply_chat_template(messages)
         except ValueError as e:
             raise OpenAIError(str(e), param="messages") from None
-        params = self._sampling(body, len(prompt), body.token_limit(), "messages")
-        pieces = self._pieces(prompt, params, body.stop_strings())
-        if body.stream:
-            chunks = self._chat_chunks(body, len(prompt), pieces)
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        collected = await _collect(request, pieces)
-        if collected is None:
-            return CLIENT_GONE
-        text, last = collected
-        return JSONResponse(
-            ChatCompletion(
-                model=body.model,
-                choices=[
-                    ChatChoice(
-                        message=AssistantMessage(content=text),
-                        finish_reason=last.finish_reason or "stop",
-                    )
-                ],
-                usage=Usage.of(len(prompt), last.completion_tokens),
-            ).model_dump()
-        )
+        return await self._answer(request, body, prompt, "messages")
 
     async def completions(self, request: Request) -> Response:
         body = await _parse(request, CompletionRequest)
         self._check_model(body.model)
-        prompt = self._prompt_ids(body.prompt)
-        params = self._sampling(body, len(prompt), body.token_limit(), "prompt")
+        return await self._answer(request, body, self._prompt_ids(body.prompt), "prompt")
+
+    async def _answer(
+        self, request: Request, body: ChatCompletionRequest | CompletionRequest,
+        prompt: list[int], prompt_param: str,
+    ) -> Response:  # fmt: skip
+        params = self._sampling(body, len(prompt), body.token_limit(), prompt_param)
         pieces = self._pieces(prompt, params, body.stop_strings())
         if body.stream:
-            chunks = self._completion_chunks(body, len(prompt), pieces)
+            chunks = (
+                self._chat_chunks(body, len(prompt), pieces)
+                if isinstance(body, ChatCompletionRequest)
+                else self._completion_chunks(body, len(prompt), pieces)
+            )
             return StreamingResponse(_sse(chunks), media_type="text/event-stream")
         collected = await _collect(request, pieces)
         if collected is None:
             return CLIENT_GONE
         text, last = collected
-        return JSONResponse(
-            Completion(
-                model=body.model,
-                choices=[CompletionChoice(text=text, finish_reason=last.finish_reason)],
-                usage=Usage.of(len(prompt), last.completion_tokens),
-            ).model_dump()
-        )
+        usage = Usage.of(len(prompt), last.completion_tokens)
+        reason = last.finish_reason or "stop"
+        if isinstance(body, ChatCompletionRequest):
+            message = ChatChoice(message=AssistantMessage(content=text), finish_reason=reason)
+            answer: BaseModel = ChatCompletion(model=body.model, choices=[message], usage=usage)
+        else:
+            choice = CompletionChoice(text=text, finish_reason=reason)
+            answer = Completion(model=body.model, choices=[choice], usage=usage)
+        return JSONResponse(answer.model_dump())
 
     # -- the platform's routes ------------------------------------------------------------
 

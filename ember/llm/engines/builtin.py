@@ -104,7 +104,7 @@ class BuiltinEngine:
 
     def start(self) -> None:
         """Load the model folder, then start batching."""
-        path = Path(self.config.model.name)
+        path = Path(self.config.model_path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.vocab_size = len(self.tokenizer)

