@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import typer
 
@@ -44,30 +45,34 @@ cli = typer.Typer(
 @cli.command("serve")
 def serve(
     model: str = typer.Argument(
-        None, help=f"A local Hugging Face folder [default: {DEFAULT_MODEL}]."
+        None, help=f"A local Hugging Face folder or volume:NAME/folder (default: {DEFAULT_MODEL})."
     ),
     config_file: Path = typer.Option(None, "--config", help="A config.yaml (model:, service:)."),
     engine: str = typer.Option(None, "--engine", help="builtin (default) or vllm."),
-    name: str = typer.Option(None, "--name", help="The app's name [default: llm]."),
+    name: str = typer.Option(None, "--name", help="The app's name (default: llm)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print base_url, api_key, model as JSON first."
     ),
 ) -> None:
     """Deploy an OpenAI-compatible endpoint for MODEL that scales to zero when idle."""
     overrides = {"model.name": model, "engine": engine, "app_name": name}
+    settings = ClientSettings.load()
     try:
         config = LLMConfig.load(config_file, overrides)
-        config.model.name = str(_prepare_model(config, ClientSettings.load().home))
+        config.model.name = str(_prepare_model(config, settings.home))
     except (ConfigError, ModelError) as e:
-        err.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from None
-    settings = ClientSettings.load()
+        _fail(e, 2 if isinstance(e, ConfigError) else 1)
     if server_reachable(settings):
         _deploy_and_print(config, as_json)
         return
     with embedded_server(settings.home) as embedded, use_server(embedded):
         _deploy_and_print(config, as_json)
         _serve_until_interrupted(config.app_name)
+
+
+def _fail(error: Exception, exit_code: int) -> NoReturn:
+    err.print(f"[red]{error}[/red]", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
 
 
 def _prepare_model(config: LLMConfig, home: Path) -> Path | str:
@@ -108,8 +113,7 @@ def _deploy_and_print(config: LLMConfig, as_json: bool) -> None:
     try:
         _check_volume_model(config.model.name)
     except ModelError as e:
-        err.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(e, 1)
     app = _load_app(config)
     with BuildFollower(app), err.status(f"Deploying {app.name} ({config.engine} engine)..."):
         response = app.deploy()

@@ -22,6 +22,7 @@ from transformers.generation.continuous_batching import ContinuousBatchingManage
 from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingTemperatureLogitsWarper,
 )
+from transformers.generation.logits_process import TemperatureLogitsWarper
 
 from ember.llm.config import LLMConfig
 from ember.llm.engines.base import SamplingParams, Step
@@ -173,8 +174,8 @@ class BuiltinEngine:
         processors = manager.logit_processor.logits_processor
         for i, processor in enumerate(processors):
             if isinstance(processor, ContinuousBatchingTemperatureLogitsWarper):
-                processors[i] = GreedyOrTemperature.__new__(GreedyOrTemperature)
-                processors[i].temperature = processor.temperature
+                default = TemperatureLogitsWarper(processor.temperature)
+                processors[i] = GreedyOrTemperature(default)
         if warm_up and self.device.type == "cuda" and not self.config.service.fast_boot:
             manager.warmup()  # captures the CUDA graphs before the first request
         manager.start()
