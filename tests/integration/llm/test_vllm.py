@@ -13,6 +13,7 @@ from tests.integration.llm.test_llm_serve import QUESTION, start_llm_serve
 pytestmark = [pytest.mark.llm, pytest.mark.vllm]
 
 
+@pytest.mark.timeout(1200)  # vLLM takes about two minutes to start on two cores, more when busy
 def test_vllm_answers_chat_completions_through_the_gateway(model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("vllm", reason="the vllm extra is not installed (./scripts/setup vllm)")
     home = tmp_path / "home"
