@@ -208,8 +208,9 @@ def gpu(args: argparse.Namespace) -> dict[str, Any]:
     if "serve" in parts:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
         results["serve"] = llm_gpu.serve(
-            Path(args.tokenizer), concurrencies, args.new_tokens, args.runs, through_ember
-        )
+            args.serve_shape, Path(args.tokenizer), concurrencies, args.new_tokens, args.runs,
+            through_ember,
+        )  # fmt: skip
         print(llm_gpu.serve_table(results["serve"]), flush=True)
     (out / "llm_gpu.json").write_text(json.dumps(results, indent=2))
     return results
@@ -232,6 +233,7 @@ def main() -> None:
     on_gpu.add_argument("--runs", type=int, default=2)
     on_gpu.add_argument("--new-tokens", type=int, default=128)
     on_gpu.add_argument("--tokenizer", help="a folder with tokenizer files (for serve)")
+    on_gpu.add_argument("--serve-shape", default="qwen2-0.5b")
     for each in (on_cpu, on_gpu):
         each.add_argument("--json", help="also write the figures to this file")
     serve = sub.add_parser("serve-builtin")  # internal: the direct baseline's server

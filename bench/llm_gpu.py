@@ -228,7 +228,8 @@ def make_folder(shape: str, folder: Path, tokenizer: Path) -> None:
         f"import sys, torch; sys.path.insert(0, {root!r}); from bench.llm_gpu import random_model\n"
         "from transformers import AutoTokenizer\n"
         f"vocab = len(AutoTokenizer.from_pretrained({str(tokenizer)!r}))\n"
-        f"model = random_model({shape!r}, torch.device('cuda'), vocab_size=vocab)\n"
+        "device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')\n"
+        f"model = random_model({shape!r}, device, vocab_size=vocab)\n"
         f"model.save_pretrained({str(folder)!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -260,14 +261,14 @@ def http_request(client: Any, base_url: str, model: str, new_tokens: int) -> Req
 
 
 def serve(
-    tokenizer: Path, concurrencies: list[int], new_tokens: int, runs: int, ember: Any
+    shape: str, tokenizer: Path, concurrencies: list[int], new_tokens: int, runs: int, ember: Any
 ) -> dict[str, Any]:
     """`ember` is bench/llm.py's `through_ember`: an `ember llm serve` for the whole run."""
     import httpx
 
     home = Path(tempfile.mkdtemp(prefix="ember-bench-"))
-    folder = home / "qwen2-0.5b"
-    make_folder("qwen2-0.5b", folder, tokenizer)
+    folder = home / shape
+    make_folder(shape, folder, tokenizer)
     top = max(concurrencies)
     config_file = home / "config.yaml"
     config_file.write_text(

@@ -9,8 +9,6 @@ of that size: programs past the real work read `q_block_seq == -1` and return.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import triton
 import triton.language as tl
@@ -49,14 +47,14 @@ def paged_attention(
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _paged_attention_kernel(
-    q_ptr: Any, k_ptr: Any, v_ptr: Any, out_ptr: Any, block_tables_ptr: Any, seq_lens_ptr: Any,
-    query_start_ptr: Any, q_block_seq_ptr: Any, q_block_first_ptr: Any, scale: Any,
-    stride_qt: Any, stride_qh: Any, stride_ot: Any, stride_oh: Any,
-    stride_kslot: Any, stride_kh: Any, stride_bt: Any,
+def _paged_attention_kernel(  # type: ignore[no-untyped-def]
+    # Triton reads parameter annotations itself: only tl.constexpr may be written.
+    q_ptr, k_ptr, v_ptr, out_ptr, block_tables_ptr, seq_lens_ptr,
+    query_start_ptr, q_block_seq_ptr, q_block_first_ptr, scale,
+    stride_qt, stride_qh, stride_ot, stride_oh, stride_kslot, stride_kh, stride_bt,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_Q: tl.constexpr,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, PAGE: tl.constexpr, IEEE: tl.constexpr,
-) -> None:  # fmt: skip
+):  # fmt: skip
     program = tl.program_id(0)
     kv_head = tl.program_id(1)
     seq = tl.load(q_block_seq_ptr + program)
