@@ -45,6 +45,7 @@ class ModelRunner:
         self.dtype = next(model.parameters()).dtype
         self.max_tokens = settings.batched_tokens(self.cuda)
         self.weights = PackedWeights(model, device) if self.cuda else None
+        model.to(device)  # the buffers (rotary frequencies...): the weights are there already
         group = heads // self.kv_heads
         self.inputs = StepInputs(settings, self.max_tokens, group, device)
         # A one-page cache while measuring the activations' peak; the real one is sized after.
