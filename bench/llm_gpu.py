@@ -14,14 +14,17 @@ This process never touches CUDA itself: engines fork their own processes, which 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -238,24 +241,36 @@ def make_folder(shape: str, folder: Path, tokenizer: Path) -> None:
             shutil.copy(f, folder / f.name)
 
 
-def http_request(client: Any, base_url: str, model: str, new_tokens: int) -> Request:
+def http_request(base_url: str, key: str, model: str, new_tokens: int) -> Request:
+    """A streamed completion over a plain socket, read in big chunks and parsed once at the end:
+    a Python HTTP client that parses each event (httpx, openai) runs out of CPU first at c128."""
+    url = urllib.parse.urlsplit(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+
     async def one(prompt: list[int]) -> tuple[float, float, int]:
-        body = {
+        body = json.dumps({
             "model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-        }  # fmt: skip
+        }).encode()  # fmt: skip
+        head = (
+            f"POST {url.path}/completions HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
         start = time.perf_counter()
-        ttft, tokens = float("nan"), 0
-        async with client.stream("POST", base_url + "/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if ttft != ttft:
-                    ttft = time.perf_counter() - start
-                if '"usage":{' in line:
-                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-        return ttft, time.perf_counter() - start, tokens
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(head.encode() + body)
+        ttft, received = float("nan"), []
+        while chunk := await reader.read(1 << 16):
+            if ttft != ttft and b"data: " in chunk:
+                ttft = time.perf_counter() - start
+            received.append(chunk)
+        writer.close()
+        response = b"".join(received)
+        if not response.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(response[:500].decode(errors="replace"))
+        usage = re.search(rb'"completion_tokens":(\d+)', response)
+        return ttft, time.perf_counter() - start, int(usage.group(1)) if usage else 0
 
     return one
 
@@ -264,8 +279,6 @@ def serve(
     shape: str, tokenizer: Path, concurrencies: list[int], new_tokens: int, runs: int, ember: Any
 ) -> dict[str, Any]:
     """`ember` is bench/llm.py's `through_ember`: an `ember llm serve` for the whole run."""
-    import httpx
-
     home = Path(tempfile.mkdtemp(prefix="ember-bench-"))
     folder = home / shape
     make_folder(shape, folder, tokenizer)
@@ -282,18 +295,19 @@ def serve(
     samples: dict[str, list[dict[str, float]]] = {}
     try:
         with ember("builtin", folder, home, ["--config", str(config_file)]) as (url, key):
+            requests = {
+                "engine": engine_request(engine, new_tokens),
+                "ember": http_request(url, key, config.served_model_name, new_tokens),
+            }
+            asyncio.run(level(requests["ember"], batch[:1]))  # starts the replica
 
             async def measure(path: str, size: int) -> dict[str, float]:
-                limits = httpx.Limits(max_connections=2 * top)
-                headers = {"Authorization": f"Bearer {key}"}
-                async with httpx.AsyncClient(timeout=900, limits=limits, headers=headers) as client:
-                    request = (
-                        engine_request(engine, new_tokens)
-                        if path == "engine"
-                        else http_request(client, url, config.served_model_name, new_tokens)
-                    )
-                    await level(request, batch[:2])  # warm-up (the first starts the replica)
-                    return await level(request, batch[:size])
+                await level(requests[path], batch[:2])  # warm-up
+                busy = cpu_seconds()
+                figures = await level(requests[path], batch[:size])
+                used = cpu_seconds()
+                wall = figures["tokens"] / figures["tokens_per_s"]
+                return figures | {f"cpu {k}": (used[k] - busy.get(k, 0)) / wall for k in used}
 
             for run in range(runs):
                 for size in concurrencies:
@@ -306,8 +320,38 @@ def serve(
     return {name: _medians(runs_) for name, runs_ in samples.items()}
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time so far of this process and of its descendants, by role (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    roles: dict[str, float] = {}
+
+    def visit(pid: int, role: str) -> None:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            roles[role] = roles.get(role, 0.0) + seconds
+        for child in children.get(pid, []):
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            role_of_child = (
+                "server" if b"ember.cli.main" in command
+                else "replica" if b"ember.runtime.replica" in command and role != "replica"
+                else "engine (replica's)" if role == "replica"
+                else "engine (alone)" if role == "bench"
+                else role
+            )  # fmt: skip
+            visit(child, role_of_child)
+
+    visit(os.getpid(), "bench")
+    return roles
+
+
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
 
 
 def serve_table(results: dict[str, Any]) -> str:
