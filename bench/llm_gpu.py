@@ -51,6 +51,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 Request = Callable[[list[int]], Awaitable[tuple[float, float, int]]]  # -> ttft, seconds, tokens
+Client = Callable[[], Request]  # a request function per concurrent stream (its own connection)
+REQUEST_TIMEOUT = 120.0  # seconds: a request that takes longer fails the level, loudly
 
 
 def random_model(shape: str, device: Any, dtype: Any = None, **overrides: Any) -> Any:
@@ -87,7 +89,7 @@ def prompts(count: int, length: int, vocab: int, seed: int = 0) -> list[list[int
     return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(count)]
 
 
-def engine_request(engine: BuiltinEngine, new_tokens: int) -> Request:
+def engine_client(engine: BuiltinEngine, new_tokens: int) -> Client:
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
 
     async def one(prompt: list[int]) -> tuple[float, float, int]:
@@ -99,14 +101,26 @@ def engine_request(engine: BuiltinEngine, new_tokens: int) -> Request:
             tokens += len(step.token_ids)
         return ttft, time.perf_counter() - start, tokens
 
-    return one
+    return lambda: one
 
 
-async def level(request: Request, batch: list[list[int]]) -> dict[str, float]:
-    """All of `batch` at once: tokens/s, TTFT p50/p99, slowest request over the median."""
+async def level(client: Client, batch: list[list[int]], rounds: int = 1) -> dict[str, float]:
+    """len(batch) streams at once, each sending `rounds` requests one after the other (a closed
+    loop): tokens/s, TTFT p50/p99, and the slowest request over the median."""
+
+    async def stream(index: int) -> list[tuple[float, float, int]]:
+        request = client()
+        results = []
+        for round_ in range(rounds):
+            prompt = batch[(index + round_) % len(batch)]
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                results.append(await request(prompt))
+        return results
+
     start = time.perf_counter()
-    results = await asyncio.gather(*(request(p) for p in batch))
+    streams = await asyncio.gather(*(stream(i) for i in range(len(batch))))
     wall = time.perf_counter() - start
+    results = [r for s in streams for r in s]
     ttfts = sorted(r[0] for r in results)
     durations = [r[1] for r in results]
     return {
@@ -142,14 +156,13 @@ def check(out: Path, count: int = 6, new_tokens: int = 24) -> dict[str, Any]:
     engine = BuiltinEngine(engine_config("check", 16), load=load)
     engine.start()
     try:
-        request = engine_request(engine, new_tokens)
 
         async def tokens_of(prompt: list[int]) -> list[int]:
             params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
             return [t async for step in engine.generate(prompt, params) for t in step.token_ids]
 
         async def run() -> list[list[int]]:
-            await request(batch[0])
+            await tokens_of(batch[0])  # alone first, then all at once
             return list(await asyncio.gather(*(tokens_of(p) for p in batch)))
 
         got = asyncio.run(run())
@@ -177,12 +190,12 @@ def engine_shapes(shapes: list[str], batches: list[int], new_tokens: int) -> dic
         assert engine.info is not None
         results[f"{shape} start_s"] = time.perf_counter() - start
         results[f"{shape} info"] = repr(engine.info)
-        request = engine_request(engine, new_tokens)
+        client = engine_client(engine, new_tokens)
         batch = prompts(max(batches), 128, SHAPES[shape]["vocab_size"])
         try:
-            asyncio.run(level(request, batch[:2]))  # warm-up
+            asyncio.run(level(client, batch[:2]))  # warm-up
             for size in batches:
-                results[f"{shape} bs{size}"] = figures = asyncio.run(level(request, batch[:size]))
+                results[f"{shape} bs{size}"] = figures = asyncio.run(level(client, batch[:size]))
                 print(shape, size, figures, flush=True)
             results.update(_sleep_wake(engine, shape, batch[0]))
         finally:
@@ -241,42 +254,58 @@ def make_folder(shape: str, folder: Path, tokenizer: Path) -> None:
             shutil.copy(f, folder / f.name)
 
 
-def http_request(base_url: str, key: str, model: str, new_tokens: int) -> Request:
-    """A streamed completion over a plain socket, read in big chunks and parsed once at the end:
-    a Python HTTP client that parses each event (httpx, openai) runs out of CPU first at c128."""
+def http_client(base_url: str, key: str, model: str, new_tokens: int) -> Client:
+    """Streamed completions on one kept-alive connection per stream, read in big chunks and parsed
+    once at the end: a client that parses each event (httpx, openai) runs out of CPU at c128."""
     url = urllib.parse.urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
 
-    async def one(prompt: list[int]) -> tuple[float, float, int]:
-        body = json.dumps({
-            "model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-        }).encode()  # fmt: skip
-        head = (
-            f"POST {url.path}/completions HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        start = time.perf_counter()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(head.encode() + body)
-        ttft, received = float("nan"), []
-        while chunk := await reader.read(1 << 16):
-            if ttft != ttft and b"data: " in chunk:
-                ttft = time.perf_counter() - start
-            received.append(chunk)
-        writer.close()
-        response = b"".join(received)
-        if not response.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(response[:500].decode(errors="replace"))
-        usage = re.search(rb'"completion_tokens":(\d+)', response)
-        return ttft, time.perf_counter() - start, int(usage.group(1)) if usage else 0
+    def connection() -> Request:
+        streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    return one
+        async def one(prompt: list[int]) -> tuple[float, float, int]:
+            body = json.dumps({
+                "model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0,
+                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+            }).encode()  # fmt: skip
+            head = (
+                f"POST {url.path}/completions HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            start = time.perf_counter()
+            if not streams:
+                streams.append(await asyncio.open_connection(host, port))
+            reader, writer = streams[0]
+            writer.write(head.encode() + body)
+            ttft, received, tail = float("nan"), [], b""
+            while not tail.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the body
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    raise RuntimeError(f"connection closed: {b''.join(received)[-500:]!r}")
+                if ttft != ttft and b"data: " in chunk:
+                    ttft = time.perf_counter() - start
+                received.append(chunk)
+                tail = (tail + chunk)[-7:]
+            response = b"".join(received)
+            if not response.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(response[:500].decode(errors="replace"))
+            usage = re.search(rb'"completion_tokens":(\d+)', response)
+            return ttft, time.perf_counter() - start, int(usage.group(1)) if usage else 0
+
+        return one
+
+    return connection
 
 
 def serve(
-    shape: str, tokenizer: Path, concurrencies: list[int], new_tokens: int, runs: int, ember: Any
+    shape: str,
+    tokenizer: Path,
+    concurrencies: list[int],
+    new_tokens: int,
+    runs: int,
+    ember: Any,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """`ember` is bench/llm.py's `through_ember`: an `ember llm serve` for the whole run."""
     home = Path(tempfile.mkdtemp(prefix="ember-bench-"))
@@ -295,16 +324,16 @@ def serve(
     samples: dict[str, list[dict[str, float]]] = {}
     try:
         with ember("builtin", folder, home, ["--config", str(config_file)]) as (url, key):
-            requests = {
-                "engine": engine_request(engine, new_tokens),
-                "ember": http_request(url, key, config.served_model_name, new_tokens),
+            clients = {
+                "engine": engine_client(engine, new_tokens),
+                "ember": http_client(url, key, config.served_model_name, new_tokens),
             }
-            asyncio.run(level(requests["ember"], batch[:1]))  # starts the replica
+            asyncio.run(level(clients["ember"], batch[:1]))  # starts the replica
 
             async def measure(path: str, size: int) -> dict[str, float]:
-                await level(requests[path], batch[:2])  # warm-up
+                await level(clients[path], batch[:size])  # warm-up: connections, slots
                 busy = cpu_seconds()
-                figures = await level(requests[path], batch[:size])
+                figures = await level(clients[path], batch[:size], rounds)
                 used = cpu_seconds()
                 wall = figures["tokens"] / figures["tokens_per_s"]
                 return figures | {f"cpu {k}": (used[k] - busy.get(k, 0)) / wall for k in used}
