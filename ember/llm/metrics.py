@@ -44,6 +44,11 @@ class EngineMetrics:
         self.kv_cache_usage = Gauge(
             "ember_llm_kv_cache_usage", "Share of the KV cache in use (0 to 1).", registry=r
         )
+        self.preemptions = Gauge(
+            "ember_llm_preemptions",
+            "Requests put back to wait because the KV cache was full (since the engine started).",
+            registry=r,
+        )
 
     @contextmanager
     def track(self, prompt_tokens: int) -> Iterator[RequestTimer]:
@@ -57,10 +62,13 @@ class EngineMetrics:
             (self.running if timer.started else self.waiting).dec()
             self.requests.labels(timer.finish_reason or "cancelled").inc()
 
-    def engine_load(self, running: int, waiting: int, kv_cache_usage: float) -> None:
+    def engine_load(
+        self, running: int, waiting: int, kv_cache_usage: float, preemptions: int
+    ) -> None:
         self.batch_running.set(running)
         self.batch_waiting.set(waiting)
         self.kv_cache_usage.set(kv_cache_usage)
+        self.preemptions.set(preemptions)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -253,8 +253,10 @@ class BuiltinEngine:
             except (EOFError, OSError):
                 break
             if isinstance(message, StepOutputs):
+                self.metrics.engine_load(
+                    message.running, message.waiting, message.kv_cache_usage, message.preemptions
+                )
                 self._deliver(message.outputs)
-                self.metrics.engine_load(message.running, message.waiting, message.kv_cache_usage)
             elif isinstance(message, ControlDone) and self._control is not None:
                 loop, done = self._control
                 loop.call_soon_threadsafe(done.set_result, message)

@@ -64,7 +64,8 @@ class EngineCore:
         pages = self.runner.cache.usable_pages()
         used = pages - len(self.scheduler.allocator.free_pages)
         waiting = len(self.scheduler.waiting)
-        return StepOutputs(outputs, len(self.scheduler.running), waiting, used / pages)
+        running, preemptions = len(self.scheduler.running), self.scheduler.preemptions
+        return StepOutputs(outputs, running, waiting, used / pages, preemptions)
 
     def sleep(self) -> None:
         self.runner.sleep()

@@ -67,6 +67,7 @@ class StepOutputs:
     running: int
     waiting: int
     kv_cache_usage: float  # share of the cache's pages in use
+    preemptions: int  # since the engine started
 
 
 @dataclass(frozen=True, slots=True)
