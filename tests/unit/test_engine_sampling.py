@@ -1,4 +1,4 @@
-"""The built-in engine's sampling: greedy rows are exact argmaxes, sampled rows stay in their nucleus."""
+"""The built-in engine's sampling: greedy rows are exact argmaxes; sampled ones keep to top_p."""
 
 from __future__ import annotations
 

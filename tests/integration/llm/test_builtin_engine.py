@@ -75,7 +75,9 @@ def metric(engine: BuiltinEngine, name: str) -> float:
     return float(line.split()[-1])
 
 
-async def test_greedy_alone_and_batched_equals_generate(engine: BuiltinEngine, reference: Any) -> None:
+async def test_greedy_alone_and_batched_equals_generate(
+    engine: BuiltinEngine, reference: Any
+) -> None:
     prompts = [prompt_of(engine, q) for q in QUESTIONS]
     expected = [generated(reference, p) for p in prompts]
 
@@ -102,6 +104,18 @@ async def test_closing_a_stream_frees_its_place_in_the_batch(engine: BuiltinEngi
     answer = await tokens_of(engine, prompt_of(engine, "Say hi."), SamplingParams(max_tokens=5))
     assert answer
     assert b'ember_llm_requests_total{finish_reason="cancelled"} 1.0' in engine.metrics_text()
+
+
+async def test_a_slow_reader_holds_nobody_up_and_gets_its_tokens_in_one_piece(
+    engine: BuiltinEngine, reference: Any
+) -> None:
+    slow_prompt, fast_prompt = (prompt_of(engine, q) for q in QUESTIONS[2:])
+    slow = engine.generate(slow_prompt, GREEDY)
+    steps = [await anext(slow)]
+    assert await tokens_of(engine, fast_prompt, GREEDY) == generated(reference, fast_prompt)
+    steps += [step async for step in slow]  # decoded meanwhile, waiting for its reader
+    assert [t for step in steps for t in step.token_ids] == generated(reference, slow_prompt)
+    assert len(steps) < 4  # what piled up came as one step, not one per token
 
 
 async def test_sleep_frees_the_cache_and_a_request_wakes_it(engine: BuiltinEngine) -> None:
