@@ -1,13 +1,15 @@
 """A streamed answer as server-sent events: OpenAI's chunk objects, one `data:` line each.
 
-A stream sends one chunk per piece of text, so chunks are not built and serialized one by one:
-each stream renders its chunk once with a marker where the text goes, and splices each piece's
-JSON-escaped text in. The first and last chunks (role, finish reason, usage) are built as usual.
+A stream sends one chunk per piece of text, so the per-piece path is kept short: the chunk is
+rendered once per stream with a marker where the text goes, and each piece's JSON-escaped text is
+spliced in; one generator (`sse`) walks the pieces. The opening, finishing and usage chunks are
+built the ordinary way.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,71 +39,81 @@ class Piece:
     completion_tokens: int
 
 
-class _Template:
-    """A chunk rendered once, with `_MARK` where each piece's text goes."""
-
-    def __init__(self, chunk: BaseModel) -> None:
-        self.head, self.tail = f"data: {chunk.model_dump_json()}\n\n".split(json.dumps(_MARK)[1:-1])
-
-    def render(self, text: str) -> str:
-        return f"{self.head}{json.dumps(text, ensure_ascii=False)[1:-1]}{self.tail}"
-
-
 def event(chunk: BaseModel) -> str:
     return f"data: {chunk.model_dump_json()}\n\n"
 
 
-async def chat_chunks(
-    model: str, prompt_tokens: int, include_usage: bool, pieces: AsyncIterator[Piece]
-) -> AsyncIterator[str]:
-    chunk_id = new_id("chatcmpl")
+class ChunkFormat(ABC):
+    """The chunks of one streamed answer; `text` is the fast path, one per piece."""
 
-    def chunk(delta: Delta, reason: FinishReason | None = None) -> ChatCompletionChunk:
-        choice = ChatChunkChoice(delta=delta, finish_reason=reason)
-        return ChatCompletionChunk(id=chunk_id, model=model, choices=[choice])
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        self.model, self.prompt_tokens = model, prompt_tokens
+        self.head, self.tail = event(self.chunk(_MARK, None)).split(json.dumps(_MARK)[1:-1])
 
-    text = _Template(chunk(Delta(content=_MARK)))
-    yield event(chunk(Delta(role="assistant", content="")))
-    completion_tokens = 0
-    async for piece in pieces:
-        completion_tokens = piece.completion_tokens
-        if piece.finish_reason is None:
-            yield text.render(piece.text)
-        else:
-            yield event(chunk(Delta(content=piece.text or None), piece.finish_reason))
-    if include_usage:
-        usage = Usage.of(prompt_tokens, completion_tokens)
-        yield event(ChatCompletionChunk(id=chunk_id, model=model, choices=[], usage=usage))
+    def text(self, text: str) -> str:
+        return f"{self.head}{json.dumps(text, ensure_ascii=False)[1:-1]}{self.tail}"
+
+    def opening(self) -> list[str]:
+        return []
+
+    def finish(self, piece: Piece) -> str:
+        return event(self.chunk(piece.text, piece.finish_reason))
+
+    @abstractmethod
+    def usage(self, completion_tokens: int) -> str: ...
+
+    @abstractmethod
+    def chunk(self, text: str, reason: FinishReason | None) -> BaseModel: ...
 
 
-async def completion_chunks(
-    model: str, prompt_tokens: int, include_usage: bool, pieces: AsyncIterator[Piece]
-) -> AsyncIterator[str]:
-    completion_id = new_id("cmpl")
+class CompletionChunks(ChunkFormat):
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        self.id = new_id("cmpl")
+        super().__init__(model, prompt_tokens)
 
-    def chunk(text: str, reason: FinishReason | None = None) -> Completion:
+    def chunk(self, text: str, reason: FinishReason | None) -> BaseModel:
         choice = CompletionChoice(text=text, finish_reason=reason)
-        return Completion(id=completion_id, model=model, choices=[choice])
+        return Completion(id=self.id, model=self.model, choices=[choice])
 
-    text = _Template(chunk(_MARK))
-    completion_tokens = 0
-    async for piece in pieces:
-        completion_tokens = piece.completion_tokens
-        if piece.finish_reason is None:
-            yield text.render(piece.text)
-        else:
-            yield event(chunk(piece.text, piece.finish_reason))
-    if include_usage:
-        usage = Usage.of(prompt_tokens, completion_tokens)
-        yield event(Completion(id=completion_id, model=model, choices=[], usage=usage))
+    def usage(self, completion_tokens: int) -> str:
+        usage = Usage.of(self.prompt_tokens, completion_tokens)
+        return event(Completion(id=self.id, model=self.model, choices=[], usage=usage))
 
 
-async def sse(events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The events, then `[DONE]`; a failure after the headers went out becomes an error event."""
+class ChatChunks(ChunkFormat):
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        self.id = new_id("chatcmpl")
+        super().__init__(model, prompt_tokens)
+
+    def chunk(self, text: str, reason: FinishReason | None, role: bool = False) -> BaseModel:
+        delta = Delta(role="assistant" if role else None, content=text or None if reason else text)
+        choice = ChatChunkChoice(delta=delta, finish_reason=reason)
+        return ChatCompletionChunk(id=self.id, model=self.model, choices=[choice])
+
+    def opening(self) -> list[str]:
+        return [event(self.chunk("", None, role=True))]
+
+    def usage(self, completion_tokens: int) -> str:
+        usage = Usage.of(self.prompt_tokens, completion_tokens)
+        return event(ChatCompletionChunk(id=self.id, model=self.model, choices=[], usage=usage))
+
+
+async def sse(
+    chunks: ChunkFormat, include_usage: bool, first: Piece, rest: AsyncIterator[Piece]
+) -> AsyncIterator[str]:
+    """The stream's events, then `[DONE]`; a failure after the headers went out (they go with
+    the first piece) becomes an error event, as OpenAI sends it."""
     try:
-        async for line in events:
+        for line in chunks.opening():
             yield line
-    except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
+        piece = first
+        while piece.finish_reason is None:
+            yield chunks.text(piece.text)
+            piece = await anext(rest)
+        yield chunks.finish(piece)
+        if include_usage:
+            yield chunks.usage(piece.completion_tokens)
+    except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream
         error = OpenAIError(f"generation failed: {e}", type="server_error")
         yield f"data: {json.dumps(error.body())}\n\n"
     yield "data: [DONE]\n\n"

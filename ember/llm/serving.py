@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ember.llm.chunks import Piece, chat_chunks, completion_chunks, sse
+from ember.llm.chunks import ChatChunks, CompletionChunks, Piece, sse
 from ember.llm.detokenizer import Detokenizer
 from ember.llm.engines.base import EngineDeadError, SamplingParams, TokenEngine
 from ember.llm.protocol import (
@@ -96,9 +96,10 @@ class OpenAIServer:
         if body.stream:
             with _engine_errors():
                 first = await anext(pieces)  # errors before any byte is sent get a status
-            chunks = chat_chunks if isinstance(body, ChatCompletionRequest) else completion_chunks
-            events = chunks(body.model, len(prompt), body.include_usage, _chain(first, pieces))
-            return StreamingResponse(sse(events), media_type="text/event-stream")
+            chat = isinstance(body, ChatCompletionRequest)
+            chunks = (ChatChunks if chat else CompletionChunks)(body.model, len(prompt))
+            events = sse(chunks, body.include_usage, first, pieces)
+            return StreamingResponse(events, media_type="text/event-stream")
         with _engine_errors():
             collected = await _collect(request, pieces)
         if collected is None:
@@ -263,12 +264,6 @@ def _engine_errors() -> Iterator[None]:
             f"{e}; this replica is being replaced, try again", status=503, type="server_error",
             code="engine_unavailable",
         ) from None  # fmt: skip
-
-
-async def _chain(first: Piece, rest: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
-    yield first
-    async for piece in rest:
-        yield piece
 
 
 async def _collect(request: Request, pieces: AsyncIterator[Piece]) -> tuple[str, Piece] | None:
