@@ -88,11 +88,12 @@ class RunningServer:
 
 
 def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False,
-                 extra_args: list[str] | None = None) -> RunningServer:
+                 extra_args: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> RunningServer:
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, EMBER_HOME=str(home))
+    env = dict(os.environ, EMBER_HOME=str(home), **(extra_env or {}))
     env.pop("EMBER_SERVER_URL", None)
     env.pop("EMBER_TOKEN", None)
     with log_path.open("wb") as log_file:

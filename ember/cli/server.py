@@ -14,9 +14,12 @@ from pathlib import Path
 import typer
 import uvicorn
 
+from ember.backends.base import Capabilities
+from ember.backends.gpus import GpuFlagError
 from ember.cli.output import console
 from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
+from ember.server.replicas.placement import describe_gpus
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
 from ember.server.tls import self_signed
@@ -39,6 +42,17 @@ def server(
     tls_self_signed: bool = typer.Option(
         False, help="Serve HTTPS with a certificate made for localhost (kept in the home)."
     ),
+    gpus: str = typer.Option(
+        None,
+        help="GPUs replicas may use: 'none', indices ('0,1'), or declared ones ('H100:4', for "
+        "machines without them). Default: every GPU the driver reports.",
+    ),
+    gpu_fallback: str = typer.Option(
+        None, help="'cpu': run functions whose GPU this host lacks on the CPU, not refuse them."
+    ),
+    sandbox: bool = typer.Option(
+        True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
     home = home or ember_home()
@@ -46,6 +60,8 @@ def server(
         tls_cert, tls_key = self_signed(home / "tls", ["localhost", "127.0.0.1", host])
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if gpu_fallback not in (None, "cpu"):
+        raise typer.BadParameter("--gpu-fallback takes 'cpu' (or leave it out)")
     settings = ServerSettings(
         home=home,
         host=host,
@@ -57,20 +73,40 @@ def server(
         secret_key=os.environ.get("EMBER_SECRET_KEY"),
         max_queued_requests=max_queued_requests,
         client_timeout=client_timeout,
+        gpus=gpus,
+        gpu_fallback_cpu=gpu_fallback == "cpu",
+        sandbox=sandbox,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        app = create_app(settings)
+    except GpuFlagError as exc:
+        raise typer.BadParameter(str(exc)) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")
     if tls_cert is not None:
         console.print(f"HTTPS with certificate {tls_cert}")
+    _print_capabilities(app.plane.capabilities, gpu_fallback_cpu=settings.gpu_fallback_cpu)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="warning",
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
     )
+
+
+def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> None:
+    fallback = "; functions asking for GPUs it lacks run on the CPU" if gpu_fallback_cpu else ""
+    console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
+    if capabilities.isolation_missing is None:
+        console.print("Replicas: sandboxed (own network and PID namespaces)")
+    else:
+        console.print(
+            f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
+            "function runs one replica, on the host's port.[/yellow]"
+        )
 
 
 def _free_port() -> socket.socket:

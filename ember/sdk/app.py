@@ -174,6 +174,8 @@ class App:
         )
         response = wire.DeployResponse.model_validate(data)
         self.deployed_name = response.app_name
+        for note in response.warnings:  # what the server could not honour as asked
+            print(f"Warning: {note}", file=sys.stderr, flush=True)
         return response
 
     def deploy(self, name: str | None = None) -> wire.DeployResponse:

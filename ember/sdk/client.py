@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from ember.sdk.config import ClientSettings
 from ember.sdk.exceptions import AuthError, ConnectionError, error_from_wire
 
 _clients: dict[tuple[str, str | None, str | None], Client] = {}
+OVERLOADED_WAIT = 600.0  # seconds a request refused with 503 + Retry-After keeps being retried
 
 
 class Client:
@@ -48,13 +51,22 @@ class Client:
         return _clients[key]
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; raise the matching Ember exception for any error status."""
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ConnectionError(
-                f"cannot reach the Ember server at {self.server_url}: {exc}"
-            ) from exc
+        """Send a request; raise the matching Ember exception for any error status.
+
+        A 503 with Retry-After (a function's queue is full) is sent again after the wait it asks
+        for, as the input would have waited in the queue."""
+        deadline = time.monotonic() + OVERLOADED_WAIT
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ConnectionError(
+                    f"cannot reach the Ember server at {self.server_url}: {exc}"
+                ) from exc
+            retry_after = response.headers.get("retry-after")
+            if response.status_code != 503 or retry_after is None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(float(retry_after))
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response

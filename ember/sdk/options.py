@@ -6,12 +6,12 @@ written today keep deploying as that machinery arrives.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from ember import wire
+from ember.resources import ResourceError, parse_gpu
 from ember.runtime.mounts import check_mount_path
 from ember.runtime.volumes import VolumeError
 from ember.sdk.exceptions import InvalidError
@@ -25,7 +25,6 @@ DEPRECATED_OPTIONS = {
     "allow_concurrent_inputs": "max_inputs",
 }
 
-_GPU = re.compile(r"^(any|t4|l4|a10g?|a100(-40gb|-80gb)?|l40s|h100!?|h200|b200)(:[1-8])?$", re.I)
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,10 @@ def build_spec(
     for key in ("cpu", "memory", "timeout", "scaledown_window"):
         _positive(key, o.get(key))
     gpu = o.get("gpu")
-    if gpu is not None and not (isinstance(gpu, str) and _GPU.match(gpu)):
-        raise InvalidError(
-            f"unknown gpu {gpu!r}: use a type such as 'any', 'A100', 'H100' or 'H100:2' for two"
-        )
+    try:
+        parse_gpu(gpu)
+    except ResourceError as exc:
+        raise InvalidError(str(exc)) from None
     min_c, max_c, buffer_c = (
         o.get("min_containers") or 0,
         o.get("max_containers"),

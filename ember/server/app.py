@@ -16,19 +16,22 @@ from ember.server.api.auth import TokenCache
 from ember.server.errors import ApiError
 from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
+from ember.server.scheduling.admission import Overloaded
 from ember.server.settings import ServerSettings
 from ember.server.volumes import as_api_error
 from ember.version import __version__
 
 
 def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gateway:
-    """The server's ASGI app: the gateway in front, the API (a FastAPI app) behind it."""
+    """The server's ASGI app: the gateway in front, the API (a FastAPI app) behind it.
+
+    The control plane is built here (its store, its backend's GPUs and sandbox), and started and
+    stopped by the app's lifespan."""
+    plane = ControlPlane(settings, backend)
+    token_cache = TokenCache()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        plane = ControlPlane(settings, backend)
-        app.state.plane = plane
-        app.state.tokens = TokenCache()
         await plane.start()
         try:
             yield
@@ -36,6 +39,7 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
             await plane.stop()
 
     app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
+    app.state.plane, app.state.tokens = plane, token_cache
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
     for module in (apps, calls, tokens, keys, secrets, images, volumes):
         app.include_router(module.router)
@@ -48,6 +52,11 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        error = ApiError(503, "Overloaded", str(exc))
+        return JSONResponse(error.body(), status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(VolumeError)
     async def volume_error(_: Request, exc: VolumeError) -> JSONResponse:
         error = as_api_error(exc)
@@ -58,4 +67,4 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
         error = ApiError(400, "InvalidError", f"invalid request: {exc.errors()}")
         return JSONResponse(error.body(), status_code=400)
 
-    return Gateway(app, settings)
+    return Gateway(app, plane, token_cache)

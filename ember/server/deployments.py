@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ember import wire
+from ember.resources import Resources
 from ember.server.errors import ApiError
 from ember.server.pools import Pool, PoolKey, PoolRegistry
+from ember.server.replicas.placement import Unplaceable
 from ember.server.store.sql import SqlStore
+
+log = logging.getLogger("ember.server")
+ResolveResources = Callable[[wire.FunctionSpec], tuple[Resources, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -21,11 +27,17 @@ class Deployment:
     version: int
     request: wire.DeployRequest
     source_dir: Path | None
+    resources: dict[str, Resources] = field(default_factory=dict)  # what each function gets
+    unplaceable: dict[str, str] = field(default_factory=dict)  # function -> why it cannot run
+    notes: list[str] = field(default_factory=list)  # what the host could not honour
+
+    def find(self, function: str) -> wire.FunctionSpec | None:
+        return next((s for s in self.request.functions if s.name == function), None)
 
     def spec(self, function: str) -> wire.FunctionSpec:
-        for spec in self.request.functions:
-            if spec.name == function:
-                return spec
+        spec = self.find(function)
+        if spec is not None:
+            return spec
         names = ", ".join(s.name for s in self.request.functions)
         raise ApiError(
             404,
@@ -41,9 +53,10 @@ class Deployments:
         apps_dir: Path,
         pools: PoolRegistry,
         put_secret: Callable[[str, dict[str, str]], None],
+        resolve: ResolveResources,
     ) -> None:
         self._store, self._apps_dir, self._pools = store, apps_dir, pools
-        self._put_secret = put_secret
+        self._put_secret, self._resolve = put_secret, resolve
         self._current: dict[str, Deployment] = {}
 
     def load(self) -> None:
@@ -56,15 +69,36 @@ class Deployments:
                 source_dir = (
                     self._apps_dir / record.name / f"v{record.version}" if request.files else None
                 )
-                self._current[record.name] = Deployment(
-                    record.name, record.version, request, source_dir
-                )
-                self._warm(self._current[record.name])
+                deployment = self._placed(record.name, record.version, request, source_dir)
+                for reason in deployment.unplaceable.values():
+                    log.error("app %s: %s", record.name, reason)
+                self._current[record.name] = deployment
+                self._warm(deployment)
 
     def validate(self, request: wire.DeployRequest) -> None:
         """Everything that can be refused cheaply, before any image is built."""
         _validate(request)
         self._check_secrets(request)
+        for spec in request.functions:
+            try:
+                self._resolve(spec)
+            except Unplaceable as exc:
+                raise ApiError(400, "InvalidError", str(exc)) from None
+
+    def _placed(
+        self, app: str, version: int, request: wire.DeployRequest, source_dir: Path | None
+    ) -> Deployment:
+        """The deployment with what this host gives each function."""
+        deployment = Deployment(app, version, request, source_dir)
+        for spec in request.functions:
+            try:
+                resources, notes = self._resolve(spec)
+            except Unplaceable as exc:
+                deployment.unplaceable[spec.name] = str(exc)
+                continue
+            deployment.resources[spec.name] = resources
+            deployment.notes.extend(notes)
+        return deployment
 
     def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Write the source, then record the version: a failure leaves the previous one current.
@@ -91,9 +125,9 @@ class Deployments:
             if source_dir.exists():
                 shutil.rmtree(source_dir)
             staging.rename(source_dir)
-        deployment = Deployment(request.app_name, version, request, source_dir)
+        deployment = self._placed(request.app_name, version, request, source_dir)
         self._current[request.app_name] = deployment
-        self._pools.deactivate(request.app_name, keep_version=version)
+        self._pools.retire(request.app_name, keep_version=version)
         self._warm(deployment)
         return deployment
 
@@ -112,8 +146,12 @@ class Deployments:
     def _warm(self, deployment: Deployment) -> None:
         """Create the pools that must run without traffic (min_containers, buffer)."""
         for spec in deployment.request.functions:
-            if spec.min_containers > 0:
+            if spec.min_containers > 0 and spec.name not in deployment.unplaceable:
                 self.pool(deployment, spec.name, "")
+
+    def find(self, app: str) -> Deployment | None:
+        """The app's current deployment, or None if it is stopped or unknown."""
+        return self._current.get(app)
 
     def current(self, app: str) -> Deployment:
         deployment = self._current.get(app)
@@ -127,13 +165,17 @@ class Deployments:
 
     def pool(self, deployment: Deployment, function: str, params: str) -> Pool:
         spec = deployment.spec(function)
+        if function in deployment.unplaceable:
+            raise ApiError(503, "NoCapacity", deployment.unplaceable[function])
         key = PoolKey(deployment.app, deployment.version, function, params)
-        return self._pools.get_or_create(key, spec, deployment.request, deployment.source_dir)
+        return self._pools.get_or_create(
+            key, spec, deployment.request, deployment.source_dir, deployment.resources[function]
+        )
 
     def stop(self, app: str) -> None:
         deployment = self.current(app)
         self._current.pop(app, None)
-        self._pools.deactivate(app)
+        self._pools.retire(app)
         if deployment.request.ephemeral:
             self._forget(app)
         else:

@@ -43,3 +43,21 @@ def cli_json(*args: str, env: dict[str, str]) -> Any:
     result = ember_cli(*args, "--json", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def replica_pid(replica_id: str) -> int:
+    """The host PID of a replica's process (its sandbox shows it another), found by its
+    EMBER_REPLICA_ID."""
+    marker = f"{wire.REPLICA_ID_ENV}={replica_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        program = Path(cmdline.split(b"\0")[0].decode()).name
+        if marker in environ.split(b"\0") and program != "bwrap" and b"ember.runtime" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no process of replica {replica_id}")

@@ -53,15 +53,15 @@ def test_deploy_list_show_logs_stop(server) -> None:  # type: ignore[no-untyped-
     caller = subprocess.run(
         [sys.executable, "-c", "import ember; print("
          "ember.Function.from_name('hello', 'square').remote(11), "
-         "ember.Function.from_name('hello', 'pid').remote())"], env={**os.environ, **env},
+         "ember.Function.from_name('hello', 'replica').remote())"], env={**os.environ, **env},
         capture_output=True, text=True, timeout=60)
     assert caller.stdout.split()[0] == "121", caller.stderr
 
     apps = cli_json("app", "list", env=env)
     assert [a["name"] for a in apps] == ["hello"]
     shown = cli_json("app", "show", "hello", env=env)
-    pid = next(f for f in shown["functions"] if f["name"] == "pid")
-    assert pid["replicas"] == {"ready": 1}  # square's 1 s scaledown_window may have passed
+    replica = next(f for f in shown["functions"] if f["name"] == "replica")
+    assert replica["replicas"] == {"ready": 1}  # square's 1 s scaledown_window may have passed
     logs = ember_cli("app", "logs", "hello", env=env)
     assert "squaring 11" in logs.stdout
 

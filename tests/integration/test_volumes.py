@@ -12,7 +12,7 @@ import pytest
 
 from ember.sdk.exceptions import AlreadyExistsError, ExecutionError, PathNotFoundError
 from tests.conftest import RunningServer, start_server, wait_until
-from tests.integration.helpers import cli_json, ember_cli, load
+from tests.integration.helpers import cli_json, ember_cli, load, replica_pid
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     write, read, vol = module.write, module.read, module.vol
 
     # Writer and reader mount the volume at the same path, each seeing its own copy.
-    writer_pid = write.remote("a.txt", "one", commit=False)
+    writer = write.remote("a.txt", "one", commit=False)
     assert read.remote("a.txt") is None  # an uncommitted write is not seen
-    assert write.remote("a.txt", "one") == writer_pid
+    assert write.remote("a.txt", "one") == writer
     assert read.remote("a.txt") is None  # committed, but the reader has not reloaded
     assert read.remote("a.txt", reload=True) == "one"
     assert [(e.path, e.size) for e in vol.listdir("/")] == [("a.txt", 3)]
@@ -45,7 +45,7 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
 
     # A replica killed with writes it never committed leaves the last committed state.
     write.remote("a.txt", "lost", commit=False)
-    os.kill(writer_pid, signal.SIGKILL)
+    os.kill(replica_pid(writer), signal.SIGKILL)
     assert read.remote("a.txt", reload=True) == "one"
 
     # So does one killed inside commit(): while flushing its snapshot, or just before HEAD.

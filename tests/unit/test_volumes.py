@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -90,10 +91,16 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
 def test_dead_commits_are_cleaned_and_readers_retry(tmp_path: Path) -> None:
     tree = VolumeTree(tmp_path, "vol")
     tree.create()
-    dead = tmp_path / "vol" / "staging" / "999999999-deadbeef"  # no such process
+    staging = tmp_path / "vol" / "staging"
+    dead, live = staging / "deadbeef0000", staging / "11fe11fe11fe"
     dead.mkdir(parents=True)
-    latest = tree.commit(lambda staging: staging.mkdir())
-    assert not dead.exists()
+    live.mkdir()
+    dead.with_suffix(".lock").touch()  # its committer died: nobody holds the lock
+    with live.with_suffix(".lock").open("a") as held:  # a commit under way elsewhere
+        fcntl.flock(held, fcntl.LOCK_EX)
+        latest = tree.commit(lambda staging: staging.mkdir())
+    assert not dead.exists() and not dead.with_suffix(".lock").exists()
+    assert live.exists()
 
     calls: list[str] = []
 

@@ -11,8 +11,10 @@ from ember import wire
 REQUIRED = {
     "FunctionSpec": {"name"},
     "DeployRequest": {"app_name", "declared_name", "module", "functions"},
-    "ReplicaSettings": {"replica_id", "app_name", "version", "declared_name", "module",
-                        "source_dir", "function", "listen_fd", "server_url", "token"},
+    "ReplicaSpec": {"app_name", "version", "declared_name", "module", "source_dir", "function",
+                    "server_url"},
+    "ReplicaAssignment": {"replica_id", "token"},
+    "ReplicaStatus": {"state"},
     "VolumeCreate": {"name"},
     "UploadStart": set(),
     "UploadCommit": set(),

@@ -19,7 +19,7 @@ import httpx
 
 from ember.llm.config import LLMConfig
 from ember.llm.models import ModelError
-from ember.runtime.replica import die_with_parent
+from ember.process import die_with_parent
 
 PORT = 8000
 HOST = "127.0.0.1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ember import wire
+from ember.resources import Resources
 from ember.server.api.auth import plane_of, require_token
 from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
@@ -31,6 +32,7 @@ async def deploy(request: Request) -> wire.DeployResponse:
         version=deployment.version,
         functions=[f.name for f in deploy_request.functions],
         urls=urls,
+        warnings=deployment.notes,
     )
 
 
@@ -75,20 +77,26 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found; see `ember app list`")
     request = plane.store.app_version(name, record.version)
     pools = plane.pools.for_app(name)
+    deployment = plane.deployments.find(name)
     functions = []
     for spec in request.functions:
         counts: dict[str, int] = {}
+        queued = 0
         for pool in pools:
             if pool.key.function == spec.name:
+                queued += pool.queue.waiting
                 for state, n in pool.counts().items():
                     counts[state] = counts.get(state, 0) + n
         url = endpoint_urls(plane.settings, name, spec.name)[-1] if spec.web else None
+        resources = deployment.resources.get(spec.name) if deployment else None
         functions.append(
             wire.FunctionInfo(
                 name=spec.name,
                 is_class=spec.is_class,
                 methods=spec.methods,
                 replicas=counts,
+                queued=queued,
+                resources=describe_resources(spec, resources) if resources else None,
                 web_url=url,
                 next_run=plane.scheduler.next_run_at(name, spec.name),
                 image=str(spec.image["hash"]) if spec.image else None,
@@ -103,3 +111,15 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
         updated_at=record.updated_at,
         functions=functions,
     )
+
+
+def describe_resources(spec: wire.FunctionSpec, resources: Resources) -> str:
+    """`gpu H100:2, cpu 4, memory 8192 MiB` as asked, `cpu` for a plain function, and a
+    GPU request this host runs on the CPU says so."""
+    asked = " or ".join([spec.gpu] if isinstance(spec.gpu, str) else spec.gpu or [])
+    parts = [f"gpu {asked}" if resources.gpu else f"cpu (no {asked} here)"] if asked else []
+    if resources.cpu:
+        parts.append(f"cpu {resources.cpu:g}")
+    if resources.memory:
+        parts.append(f"memory {resources.memory} MiB")
+    return ", ".join(parts) or "cpu"

@@ -35,22 +35,21 @@ RUN_INPUTS_PATH = "/api/v1/apps/{app}/functions/{function}/{kind}"
 async def run_inputs(request: Request) -> Response:
     """The hot path of every `.remote()`: a plain Starlette endpoint, so no FastAPI dependency
     solving (about 0.3 ms) stands between the call and its replica."""
-    await require_token(request)
+    principal = await require_token(request)
     app, function, kind = (request.path_params[k] for k in ("app", "function", "kind"))
     method = request.query_params.get("method")
     plane = plane_of(request)
     params = request.headers.get(wire.PARAMS_HEADER, "")
     inputs = await _inputs(request)
     if kind == "spawn":
-        plane.deployments.current(app).spec(function)  # fail now for an unknown target
-        call_id = plane.spawns.spawn(app, function, method, params, inputs[0])
+        call_id = plane.spawn(principal, app, function, method, params, inputs[0])
         return Response(
             wire.SpawnResponse(call_id=call_id).model_dump_json(), media_type="application/json"
         )
     if kind not in ("call", "map"):
         raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
     started = time.time()
-    frames = await plane.run_inputs(app, function, method, params, inputs)
+    frames = await plane.call(principal, app, function, method, params, inputs)
     plane.recorder.record(app, function, method, kind, frames, started)
     return _frames_response(frames)
 
