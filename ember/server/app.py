@@ -13,6 +13,7 @@ from ember.backends.base import Backend
 from ember.runtime.volumes import VolumeError
 from ember.server.api import apps, calls, images, keys, secrets, tokens, volumes
 from ember.server.api.auth import TokenCache
+from ember.server.api.docs import add_docs
 from ember.server.errors import ApiError
 from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
@@ -35,12 +36,15 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
         finally:
             await plane.stop()
 
-    app = FastAPI(title="Ember", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Ember", version=__version__, lifespan=lifespan, docs_url=None, openapi_url=None
+    )
+    add_docs(app)
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
     for module in (apps, calls, tokens, keys, secrets, images, volumes):
         app.include_router(module.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", openapi_extra={"security": []})
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 

@@ -34,7 +34,7 @@ class ReplicaManager:
         backend: Backend,
         logs: LogSink,
         http: Http1Pool,
-        replica_token: str,
+        replica_token: Callable[[str], str],  # app -> the token its replicas call the API with
         secret_env: Callable[[wire.FunctionSpec], dict[str, str]],
         image: Callable[[wire.FunctionSpec], BuiltImage | None],
     ) -> None:
@@ -68,7 +68,7 @@ class ReplicaManager:
             params=key.params,
             listen_fd=-1,
             server_url=self._settings.url,
-            token=self._replica_token,
+            token=self._replica_token(key.app),
             graceful_shutdown=self._settings.replica_graceful_shutdown,
             ca_cert=str(self._settings.tls_cert) if self._settings.tls_cert else None,
             volume_root=str(self._settings.volumes_dir),

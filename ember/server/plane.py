@@ -16,6 +16,7 @@ from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
 from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
+from ember.server.home import prepare_home
 from ember.server.lifecycle import ReplicaManager
 from ember.server.logs import LogSink
 from ember.server.pools import PoolRegistry
@@ -23,6 +24,7 @@ from ember.server.scheduler import Scheduler
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
+from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
@@ -31,20 +33,20 @@ log = logging.getLogger("ember.server")
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = SqlStore(settings.db_url)
-        self.http = Http1Pool()
+        prepare_home(settings.home, settings.db_url, settings.apps_dir)
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
+        self.store = SqlStore(settings.db_url, blobs=self.secrets)
+        self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
         self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
-        self._replica_token = self.store.create_token("replicas", kind="replica")
+        self.replica_tokens = ReplicaTokens(self.store)
         self.replicas = ReplicaManager(
             settings,
             backend or LocalBackend(),
             self.logs,
             self.http,
-            self._replica_token.token,
+            self.replica_tokens.for_app,
             self.secret_env,
             self.image_for,
         )
@@ -109,6 +111,7 @@ class ControlPlane:
         return await self.dispatcher.run(pool, method, inputs)
 
     async def start(self) -> None:
+        self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
         self.deployments.load()
         self.volumes.start()
@@ -142,5 +145,5 @@ class ControlPlane:
         await self.logs.close()
         await self.recorder.close()
         await self.http.close()
-        self.store.revoke_token(self._replica_token.id)
+        self.replica_tokens.revoke_all()
         self.store.close()
