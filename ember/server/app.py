@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ember.backends.base import Backend
 from ember.runtime.volumes import VolumeError
@@ -20,6 +21,8 @@ from ember.server.plane import ControlPlane
 from ember.server.settings import ServerSettings
 from ember.server.volumes import as_api_error
 from ember.version import __version__
+
+_ERROR_TYPES = {400: "InvalidError", 401: "AuthError", 404: "NotFoundError"}
 
 
 def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gateway:
@@ -56,6 +59,12 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     async def volume_error(_: Request, exc: VolumeError) -> JSONResponse:
         error = as_api_error(exc)
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own answers (a body that is not JSON, an unknown route) in the API's shape.
+        error = ApiError(exc.status_code, _ERROR_TYPES.get(exc.status_code, "Error"), exc.detail)
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -67,7 +67,16 @@ def _call(request: Request, call_id: str, record: TokenRecord) -> dict[str, Any]
     return row
 
 
-@router.get("/calls/{call_id}")
+CALL_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The call's output frame (wire.pack_frames)",
+        "content": {wire.PICKLE_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    202: {"description": "Still running; ask again", "model": wire.CallStatus},
+}
+
+
+@router.get("/calls/{call_id}", response_class=Response, responses=CALL_ANSWERS)
 async def get_call(
     call_id: str,
     request: Request,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
@@ -17,7 +19,15 @@ router = APIRouter(
 )
 
 
-@router.get("/{image_hash}/logs", response_class=PlainTextResponse)
+LOG_TEXT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The build log from `offset` on",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/{image_hash}/logs", response_class=PlainTextResponse, responses=LOG_TEXT)
 async def image_logs(image_hash: str, request: Request, offset: int = 0) -> PlainTextResponse:
     try:
         path = plane_of(request).images.log_path(check_hash(image_hash))

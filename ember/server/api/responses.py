@@ -19,8 +19,13 @@ _MEANING = {
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route or router: each status with the error body it carries."""
-    return {code: {"model": wire.ErrorBody, "description": _MEANING[code]} for code in codes}
+    """`responses=` for a route or router: each status with the JSON error body it carries
+    (JSON even where the route's own answer is not, as for build logs)."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {
+        code: {"model": wire.ErrorBody, "description": _MEANING[code], "content": body}
+        for code in codes
+    }
 
 
 def checked_name(kind: str, name: str) -> str:
