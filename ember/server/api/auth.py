@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from ember import wire
+from ember.names import shown
 from ember.server.errors import ApiError
 from ember.server.plane import ControlPlane
 from ember.server.store.sql import TokenRecord, hash_token
@@ -120,6 +122,19 @@ def mounted_volumes(plane: ControlPlane, app: str | None) -> set[str]:
     except ApiError:
         return set()
     return {name for spec in deployment.request.functions for name in spec.volumes.values()}
+
+
+def revoke(request: Request, kind: str, token_id: str, noun: str) -> wire.TokenInfo:
+    """Revoke the `kind` token `token_id` at once; 404 if there is no such token of that kind."""
+    plane = plane_of(request)
+    token = next((t for t in plane.store.list_tokens([kind]) if t.id == token_id), None)
+    if token is None:
+        raise ApiError(
+            404, "NotFoundError", f"no {noun} {shown(token_id)}; see `ember {noun} list`"
+        )
+    plane.store.revoke_token(token_id)
+    token_cache(request).clear()
+    return token.model_copy(update={"revoked": True})
 
 
 def revoke_replica_token(request: Request, app: str) -> None:

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from ember import wire
 from ember.names import shown
-from ember.server.api.auth import plane_of, require_admin, token_cache
+from ember.server.api.auth import plane_of, require_admin, revoke
 from ember.server.api.responses import checked_name, errors
 from ember.server.errors import ApiError
 
@@ -40,10 +40,4 @@ async def list_keys(request: Request, app: str | None = None) -> list[wire.Token
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request) -> wire.TokenInfo:
-    plane = plane_of(request)
-    key = next((k for k in plane.store.list_tokens(["endpoint"]) if k.id == key_id), None)
-    if key is None:
-        raise ApiError(404, "NotFoundError", f"no key {shown(key_id)}; see `ember key list`")
-    plane.store.revoke_token(key_id)
-    token_cache(request).clear()
-    return key.model_copy(update={"revoked": True})
+    return revoke(request, "endpoint", key_id, "key")

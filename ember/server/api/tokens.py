@@ -6,10 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from ember import wire
-from ember.names import shown
-from ember.server.api.auth import plane_of, require_admin, token_cache
+from ember.server.api.auth import plane_of, require_admin, revoke
 from ember.server.api.responses import checked_name, errors
-from ember.server.errors import ApiError
 
 router = APIRouter(
     prefix="/api/v1/tokens",
@@ -34,10 +32,4 @@ async def list_tokens(request: Request) -> list[wire.TokenInfo]:
 
 @router.delete("/{token_id}")
 async def revoke_token(token_id: str, request: Request) -> wire.TokenInfo:
-    plane = plane_of(request)
-    token = next((t for t in plane.store.list_tokens(["admin"]) if t.id == token_id), None)
-    if token is None:
-        raise ApiError(404, "NotFoundError", f"no token {shown(token_id)}; see `ember token list`")
-    plane.store.revoke_token(token_id)
-    token_cache(request).clear()
-    return token.model_copy(update={"revoked": True})
+    return revoke(request, "admin", token_id, "token")
