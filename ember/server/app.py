@@ -22,7 +22,7 @@ from ember.server.settings import ServerSettings
 from ember.server.volumes import as_api_error
 from ember.version import __version__
 
-_ERROR_TYPES = {400: "InvalidError", 401: "AuthError", 404: "NotFoundError"}
+_ERROR_TYPES = {400: "InvalidError", 401: "AuthError", 404: "NotFoundError", 405: "InvalidError"}
 
 
 def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gateway:
