@@ -2,8 +2,9 @@
 again by the server on deploy, since anyone with a token can send any JSON.
 
 Each failure is a SpecError whose message names the field and the rule. Two rules live elsewhere:
-`gpu` (ember/resources.py) and volume mount paths (ember/runtime/mounts.py, which the SDK and the
-server's `Volumes.check_deploy` apply).
+`gpu` (the SDK's pattern in sdk/options.py, until a resource parser replaces it on both sides)
+and volume mount paths (ember/runtime/mounts.py, which the SDK and the server's
+`Volumes.check_deploy` apply).
 """
 
 from __future__ import annotations
