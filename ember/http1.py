@@ -181,6 +181,7 @@ class Http1Pool:
         body: bytes | AsyncIterator[bytes],
         once: bool,
     ) -> Response:
+        pump: asyncio.Task[None] | None = None
         try:
             try:
                 await _write_request(conn.writer, method, host, port, target, headers, body)
@@ -201,6 +202,9 @@ class Http1Pool:
                 )
         except BaseException:
             self._discard(conn)
+            if pump is not None:  # cancelled while waiting: nobody will read what it raises
+                pump.cancel()
+                pump.add_done_callback(_retrieve)
             raise
         return Response(parser.http.get_status_code(), parser.headers, queue, room, pump)
 
@@ -250,6 +254,11 @@ class Http1Pool:
             conn.close()
         self._open.clear()
         self._idle.clear()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _failure(conn: _Connection, message: str, started: bool = False) -> HttpError:

@@ -117,7 +117,7 @@ def _deploy_and_print(config: LLMConfig, as_json: bool) -> None:
     app = _load_app(config)
     with BuildFollower(app), err.status(f"Deploying {app.name} ({config.engine} engine)..."):
         response = app.deploy()
-    key = create_key(app.name, "ember llm serve")
+    key = create_key(app.name, "ember-llm-serve")
     base_url = response.urls["Server"].rstrip("/") + "/v1"
     model = config.served_model_name
     if as_json:

@@ -55,6 +55,7 @@ def server(
     ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
+    os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
     home = home or ember_home()
     if tls_self_signed:
         tls_cert, tls_key = self_signed(home / "tls", ["localhost", "127.0.0.1", host])

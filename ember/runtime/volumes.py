@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import stat
 import time
@@ -30,9 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from ember import names
+
 T = TypeVar("T")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 READ_ATTEMPTS = 5  # reads restart on the new HEAD when a commit prunes theirs
 
 
@@ -55,12 +55,10 @@ class AlreadyExists(VolumeError):
 
 
 def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise VolumeError(
-            f"invalid volume name {name!r}: use letters, digits, '-', '_' and '.', at most 64, "
-            "starting with a letter or digit"
-        )
-    return name
+    try:
+        return names.check_name("volume", name)
+    except names.InvalidName as exc:
+        raise VolumeError(str(exc)) from None
 
 
 def volume_path(path: str) -> str:

@@ -129,8 +129,6 @@ class App:
                 max_inputs=max_inputs,
                 target_inputs=target,
             )
-            if spec.schedule is not None:
-                raise InvalidError("schedule= applies to @app.function, not to classes")
             handle = Cls(user_cls.__name__, app=self, user_cls=user_cls, spec=spec)
             self._register(user_cls.__name__, handle, spec)
             return handle

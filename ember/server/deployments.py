@@ -13,9 +13,11 @@ from pathlib import Path
 from ember import wire
 from ember.resources import Resources
 from ember.server.errors import ApiError
+from ember.server.home import write_private
 from ember.server.pools import Pool, PoolKey, PoolRegistry
 from ember.server.replicas.placement import Unplaceable
 from ember.server.store.sql import SqlStore
+from ember.spec_checks import SpecError, check_deploy_request
 
 log = logging.getLogger("ember.server")
 ResolveResources = Callable[[wire.FunctionSpec], tuple[Resources, list[str]]]
@@ -76,7 +78,12 @@ class Deployments:
                 self._warm(deployment)
 
     def validate(self, request: wire.DeployRequest) -> None:
-        """Everything that can be refused cheaply, before any image is built."""
+        """Everything that can be refused cheaply, before any image is built: the SDK's own
+        rules again (ember/spec_checks.py), image hashes included, then names and secrets."""
+        try:
+            check_deploy_request(request)
+        except SpecError as exc:
+            raise ApiError(400, "InvalidError", f"invalid deploy request: {exc}") from None
         _validate(request)
         self._check_secrets(request)
         for spec in request.functions:
@@ -108,20 +115,18 @@ class Deployments:
         request = request.model_copy(update={"inline_secrets": {}})
         staging = None
         if request.files:
-            self._apps_dir.mkdir(parents=True, exist_ok=True)
+            self._apps_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             staging = Path(tempfile.mkdtemp(prefix=".deploy-", dir=self._apps_dir))
-            for relpath, text in request.files.items():
-                target = (staging / relpath).resolve()
-                if staging.resolve() not in target.parents:
-                    shutil.rmtree(staging)
-                    raise ApiError(400, "InvalidError", f"source path {relpath!r} escapes the app")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+            try:
+                _write_sources(staging, request.files)
+            except BaseException:
+                shutil.rmtree(staging)
+                raise
         version = self._store.deploy(request)
         source_dir = None
         if staging is not None:
             source_dir = self._apps_dir / request.app_name / f"v{version}"
-            source_dir.parent.mkdir(parents=True, exist_ok=True)
+            source_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if source_dir.exists():
                 shutil.rmtree(source_dir)
             staging.rename(source_dir)
@@ -187,6 +192,22 @@ class Deployments:
 
     def all(self) -> list[Deployment]:
         return list(self._current.values())
+
+
+def _write_sources(folder: Path, files: dict[str, str]) -> None:
+    """Write an app's sources under `folder`, private to the server's user (they may hold
+    Secret.from_dict values); a path leading out of it, or one that cannot be written, is a 400."""
+    for relpath, text in files.items():
+        target = (folder / relpath).resolve()
+        if folder.resolve() not in target.parents:
+            raise ApiError(400, "InvalidError", f"source path {relpath!r} escapes the app")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(target, text.encode())
+        except OSError as exc:
+            raise ApiError(
+                400, "InvalidError", f"cannot write source {relpath!r}: {exc.strerror}"
+            ) from None
 
 
 RESERVED_APP_NAMES = {"api", "healthz", "docs", "openapi.json", "metrics"}

@@ -24,6 +24,7 @@ from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
 from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
+from ember.server.home import prepare_home
 from ember.server.logs import LogSink
 from ember.server.pools import Pool, PoolRegistry
 from ember.server.replicas.launch import Launcher
@@ -35,6 +36,7 @@ from ember.server.scheduling.admission import Principal, admit
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
+from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
@@ -56,21 +58,21 @@ def local_backend(settings: ServerSettings) -> LocalBackend:
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = SqlStore(settings.db_url)
-        self.http = Http1Pool()
+        prepare_home(settings.home, settings.db_url, settings.apps_dir)
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
+        self.store = SqlStore(settings.db_url, blobs=self.secrets)
+        self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
         self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
-        self._replica_token = self.store.create_token("replicas", kind="replica")
+        self.replica_tokens = ReplicaTokens(self.store)
         backend = backend or local_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
         self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)
         self.lifecycle.subscribe(self.pools.on_replica_event)
         launcher = Launcher(
-            settings, self.logs, self.replica_token, self.secret_env, self.image_for
+            settings, self.logs, self.replica_tokens.for_app, self.secret_env, self.image_for
         )
         inventory = Inventory(self.capabilities.gpus, tuple(range(self.capabilities.cores)))
         self.supervisor = Supervisor(
@@ -91,9 +93,6 @@ class ControlPlane:
 
     def _on_wait(self) -> None:
         self.autoscaler.trigger()
-
-    def replica_token(self, app: str) -> str:
-        return self._replica_token.token
 
     def put_secret(self, name: str, values: dict[str, str]) -> None:
         self.store.put_secret(name, self.secrets.seal(values), list(values))
@@ -176,6 +175,7 @@ class ControlPlane:
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
         self.deployments.load()
         self.volumes.start()
@@ -209,5 +209,5 @@ class ControlPlane:
         await self.logs.close()
         await self.recorder.close()
         await self.http.close()
-        self.store.revoke_token(self._replica_token.id)
+        self.replica_tokens.revoke_all()
         self.store.close()

@@ -53,8 +53,11 @@ def test_deprecated_names_map_with_a_warning() -> None:
 ])
 def test_bad_options(options: dict[str, object], message: str) -> None:
     app = ember.App("bad")
+
+    def f() -> None: ...
+
     with pytest.raises(InvalidError, match=message):
-        app.function(**options)(lambda: None)
+        app.function(**options)(f)
 
 
 def test_misuse_errors_show_the_fix() -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from ember import wire
 from ember.resources import Resources
-from ember.server.api.auth import plane_of, require_token
+from ember.server.api.auth import plane_of, require_admin, revoke_replica_token
+from ember.server.api.responses import errors
 from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
 
-router = APIRouter(prefix="/api/v1/apps", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1/apps",
+    dependencies=[Depends(require_admin)],
+    responses=errors(400, 401, 403, 404),
+)
+MAX_ID = 2**62  # log line ids fit the store's 64-bit integers
 
 
 @router.post("")
@@ -51,6 +57,7 @@ async def show_app(name: str, request: Request) -> wire.AppInfo:
 async def stop_app(name: str, request: Request) -> wire.AppInfo:
     plane = plane_of(request)
     plane.deployments.stop(name)
+    revoke_replica_token(request, name)
     plane.autoscaler.trigger()
     record = plane.store.get_app(name)
     if record is None:  # an ephemeral app is gone once stopped
@@ -62,7 +69,10 @@ async def stop_app(name: str, request: Request) -> wire.AppInfo:
 
 @router.get("/{name}/logs")
 async def app_logs(
-    name: str, request: Request, after: int = 0, limit: int = 1000
+    name: str,
+    request: Request,
+    after: int = Query(0, ge=0, le=MAX_ID),
+    limit: int = Query(1000, ge=1, le=MAX_ID),
 ) -> list[wire.LogLine]:
     plane = plane_of(request)
     if plane.store.get_app(name) is None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from ember import wire
-from ember.server.api.auth import plane_of, require_token
+from ember.names import shown
+from ember.server.api.auth import plane_of, require_app, require_token, sees_call
+from ember.server.api.responses import errors
 from ember.server.errors import ApiError
+from ember.server.store.sql import TokenRecord
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1", responses=errors(400, 401, 404))
 
 MAX_GET_WAIT = 55.0
 
@@ -35,8 +39,8 @@ RUN_INPUTS_PATH = "/api/v1/apps/{app}/functions/{function}/{kind}"
 async def run_inputs(request: Request) -> Response:
     """The hot path of every `.remote()`: a plain Starlette endpoint, so no FastAPI dependency
     solving (about 0.3 ms) stands between the call and its replica."""
-    principal = await require_token(request)
     app, function, kind = (request.path_params[k] for k in ("app", "function", "kind"))
+    principal = require_app(await require_token(request), app)
     method = request.query_params.get("method")
     plane = plane_of(request)
     params = request.headers.get(wire.PARAMS_HEADER, "")
@@ -54,11 +58,32 @@ async def run_inputs(request: Request) -> Response:
     return _frames_response(frames)
 
 
-@router.get("/calls/{call_id}")
-async def get_call(call_id: str, request: Request, timeout: float = 0.0) -> Response:
+def _call(request: Request, call_id: str, record: TokenRecord) -> dict[str, Any]:
+    """The call's row, if it exists and `record` may see it (a replica: its own app's)."""
+    row = plane_of(request).store.get_call(call_id)
+    if row is None or not sees_call(record, row["app"]):
+        raise ApiError(404, "NotFoundError", f"no call {shown(call_id)}")
+    return row
+
+
+CALL_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The call's output frame (wire.pack_frames)",
+        "content": {wire.PICKLE_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    202: {"description": "Still running; ask again", "model": wire.CallStatus},
+}
+
+
+@router.get("/calls/{call_id}", response_class=Response, responses=CALL_ANSWERS)
+async def get_call(
+    call_id: str,
+    request: Request,
+    timeout: float = 0.0,
+    record: TokenRecord = Depends(require_token),
+) -> Response:
     plane = plane_of(request)
-    if plane.store.get_call(call_id) is None:
-        raise ApiError(404, "NotFoundError", f"no call {call_id!r}")
+    _call(request, call_id, record)
     row = await plane.spawns.wait(call_id, min(max(timeout, 0.0), MAX_GET_WAIT))
     if row is None or row["result"] is None:
         return Response(
@@ -70,11 +95,11 @@ async def get_call(call_id: str, request: Request, timeout: float = 0.0) -> Resp
 
 
 @router.post("/calls/{call_id}/cancel")
-async def cancel_call(call_id: str, request: Request) -> wire.CallStatus:
+async def cancel_call(
+    call_id: str, request: Request, record: TokenRecord = Depends(require_token)
+) -> wire.CallStatus:
     plane = plane_of(request)
-    row = plane.store.get_call(call_id)
-    if row is None:
-        raise ApiError(404, "NotFoundError", f"no call {call_id!r}")
+    row = _call(request, call_id, record)
     if row["status"] in ("pending", "running"):
         plane.spawns.cancel(call_id)
         return wire.CallStatus(call_id=call_id, status="cancelled")
