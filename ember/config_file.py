@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -21,9 +22,17 @@ def write_client_config(
     home.mkdir(parents=True, exist_ok=True)
     target = home / "config.toml"
     tmp = target.with_suffix(".toml.tmp")
-    text = f'server_url = "{server_url}"\ntoken = "{token}"\n'
+    values = {"server_url": server_url, "token": token}
     if ca_cert is not None:
-        text += f'ca_cert = "{ca_cert}"\n'
+        values["ca_cert"] = str(ca_cert)
+    text = "".join(f"{key} = {toml_string(value)}\n" for key, value in values.items())
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)  # before the token is in it
     tmp.write_text(text)
-    tmp.chmod(0o600)
     tmp.replace(target)
+
+
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string. JSON's escapes are TOML's, except that TOML also wants DEL
+    escaped and has no surrogate pairs (ensure_ascii=False keeps other characters as they are)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
