@@ -94,7 +94,11 @@ class WriteBehind:
                 )
                 return False
             log.error(
-                "dropped %d %s after %d failed writes: %s", len(batch), self._what, MAX_ATTEMPTS, exc
+                "dropped %d %s after %d failed writes: %s",
+                len(batch),
+                self._what,
+                MAX_ATTEMPTS,
+                exc,
             )
             self.dropped += len(batch)
         self._attempts = 0

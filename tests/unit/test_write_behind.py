@@ -28,7 +28,9 @@ class FlakyStore:
         return [n for batch in self.batches for n in batch]
 
 
-async def test_a_failed_batch_is_retried_before_newer_rows(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failed_batch_is_retried_before_newer_rows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = FlakyStore(failures=2)
     buffer = WriteBehind(store.write, interval=60, what="log lines")
     buffer.append({"n": 1})
