@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -140,16 +139,19 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
                       "@app.function()\ndef hi():\n    return 'one'\n")
     env = server.env()
     with subprocess.Popen([sys.executable, "-m", "ember.cli.main", "serve", str(source),
-                           "--interval", "0.2"], env={**os.environ, **env},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as serving:
+                           "--interval", "0.2"], env={**os.environ, **env}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as serving:
         try:
-            wait_until(lambda: cli_json("app", "list", env=env), timeout=60)
-            time.sleep(0.5)  # let the watcher record the first mtime
+            assert serving.stdout is not None
+            # It says so once it has deployed and noted the file's time: a change now is seen.
+            while not serving.stdout.readline().startswith("Watching"):
+                assert serving.poll() is None, "ember serve exited"
             source.write_text(source.read_text().replace("'one'", "'two'"))
             wait_until(lambda: cli_json("app", "show", "live", env=env)["version"] == 2,
                        timeout=60)
         finally:
             serving.send_signal(signal.SIGINT)
+            serving.communicate(timeout=60)  # reads what it prints while stopping
     assert serving.returncode == 0
     assert cli_json("app", "show", "live", env=env)["state"] == "stopped"
 
