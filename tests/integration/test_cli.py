@@ -159,6 +159,7 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
 def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "named.py"
     for name, message in (("api", "reserved for the server's own paths"),
+                          ("dashboard", "reserved for the server's own paths"),
                           ("my--app", "without '--'"), ("sp ace", "invalid app name")):
         source.write_text(f"import ember\napp = ember.App({name!r})\n"
                           "@app.function()\ndef f():\n    return 1\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ember.sdk.exceptions import InvalidError
 from tests.conftest import start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
@@ -183,8 +184,27 @@ def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: 
         response = httpx.get(f"{running.url}/hello", params={"name": "host"},
                              headers={"Host": "web--api.ember.test"}, timeout=60)
         assert response.json() == {"message": "hello host"}
+        # Host names ignore case: the URL printed for an app with capitals reaches it, and a
+        # name differing from it only in case is refused (it would share that URL).
+        camel = load("web").app.deploy("CamelWeb")
+        assert camel.urls["api"] == "http://camelweb--api.ember.test/"
+        response = httpx.get(f"{running.url}/hello", params={"name": "camel"},
+                             headers={"Host": "camelweb--api.ember.test"}, timeout=60)
+        assert response.json() == {"message": "hello camel"}
+        with pytest.raises(InvalidError, match="differs only in case from the existing app"):
+            load("web").app.deploy("camelweb")
     finally:
         assert not running.stop()
+
+
+def test_app_names_that_start_like_a_server_path_are_reachable(server) -> None:  # type: ignore[no-untyped-def]
+    for name in ("docsite", "healthz-probe"):
+        result = ember_cli("deploy", "tests/apps/web.py", "--name", name, env=server.env())
+        assert result.returncode == 0, result.stderr
+        response = httpx.get(f"{server.url}/{name}/api/hello", timeout=60)
+        assert response.json() == {"message": "hello world"}
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/docs").status_code == 200
 
 
 def test_client_disconnect_frees_the_slot(server, web) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ember.http1 import HttpError
+from ember.server.deployments import RESERVED_APP_NAMES
 from ember.server.errors import ApiError
 from ember.server.gateway.admission import Overloaded, admit
 from ember.server.gateway.auth import Unauthorized, authenticate
@@ -33,8 +34,6 @@ from ember.server.gateway.proxy import (
 from ember.server.gateway.queue import QueueTimeout
 from ember.server.lifecycle import ReplicaStartupError
 from ember.server.settings import ServerSettings
-
-API_PREFIXES = ("/api/", "/healthz", "/docs", "/openapi.json", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,23 @@ class Gateway:
         if domain and host.endswith("." + domain):
             app, sep, function = host[: -len(domain) - 1].rpartition("--")
             if sep:
-                return Endpoint(app, function, path + suffix)
-        if path.startswith(API_PREFIXES) or path == "/":
-            return None
+                return Endpoint(*self._names_in_host(app, function), path + suffix)
         parts = path.split("/", 3)  # "", app, function, rest
-        if len(parts) < 3 or not parts[2]:
-            return None
+        if len(parts) < 3 or parts[1] in RESERVED_APP_NAMES or not parts[2]:
+            return None  # the server's own paths (/docs, /api/..., /healthz) and "/"
         rest = "/" + (parts[3] if len(parts) > 3 else "")
         return Endpoint(parts[1], parts[2], rest + suffix)
+
+    def _names_in_host(self, app: str, function: str) -> tuple[str, str]:
+        """The deployed names a lowercased host stands for (deploys refuse names that differ
+        only in case, so there is at most one)."""
+        for deployment in self.api.state.plane.deployments.all():
+            if deployment.app.casefold() == app:
+                for spec in deployment.request.functions:
+                    if spec.name.casefold() == function:
+                        return deployment.app, spec.name
+                return deployment.app, function
+        return app, function
 
     async def handle_request(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, request_id: str
