@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,16 @@ def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type:
         assert result.returncode == 1
         assert message in result.stderr, result.stderr
     assert cli_json("app", "list", env=server.env()) == []
+
+
+def test_a_port_in_use_gets_a_message_naming_it_and_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ember_cli("server", "--port", str(port),
+                           env={"EMBER_HOME": str(tmp_path / "home")}, timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert "--port PORT" in result.stderr
+    assert "Traceback" not in result.stderr

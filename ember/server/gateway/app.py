@@ -20,6 +20,7 @@ from ember.server.errors import ApiError
 from ember.server.gateway.admission import Overloaded, admit
 from ember.server.gateway.auth import Unauthorized, authenticate
 from ember.server.gateway.proxy import (
+    BodyBudget,
     BodyTooLarge,
     ClientGone,
     ClientTooSlow,
@@ -56,6 +57,7 @@ class Gateway:
 
     def __init__(self, api: Any, settings: ServerSettings) -> None:
         self.api, self.settings = api, settings
+        self.bodies = BodyBudget(settings.max_buffered_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.route(scope) if scope["type"] in ("http", "websocket") else None
@@ -116,7 +118,11 @@ class Gateway:
                 b""
                 if websocket
                 else await read_body(
-                    scope, receive, self.settings.max_request_body, self.settings.client_timeout
+                    scope,
+                    receive,
+                    self.settings.max_request_body,
+                    self.settings.client_timeout,
+                    self.bodies,
                 )
             )
             pool = plane.deployments.pool(deployment, endpoint.function, "")
