@@ -1,4 +1,5 @@
-"""`ember server`, and the embedded server that `ember run` starts when none is configured."""
+"""`ember server`, and the embedded server that `ember run` and `ember llm serve` start when none
+answers."""
 
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ from ember.server.shutdown import BoundedServer, InFlight
 from ember.server.store.sql import SqlStore
 from ember.server.tls import self_signed
 
+DEFAULT_PORT = 8765
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def server(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
     home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
     database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
     domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
@@ -123,13 +127,15 @@ def bounded_server(settings: ServerSettings) -> BoundedServer:
 
 
 @contextlib.contextmanager
-def embedded_server(home: Path, port: int | None = None) -> Iterator[ClientSettings]:
-    """Run a server in a thread of this process for the duration of a command. On `port`, it
-    writes the client config while it runs, so other terminals find it; with None it takes any
-    free port and leaves the config alone. PortUnavailable if `port` is taken."""
-    sock = listen_socket("127.0.0.1", port or 0)
+def embedded_server(
+    home: Path, port: int = 0, write_client_config: bool = False
+) -> Iterator[ClientSettings]:
+    """Run a server in a thread of this process for the duration of a command, on `port` (0: any
+    free one; PortUnavailable if it is taken). With `write_client_config`, other terminals find
+    it through $EMBER_HOME/config.toml while it runs."""
+    sock = listen_socket("127.0.0.1", port)
     settings = ServerSettings(
-        home=home, port=sock.getsockname()[1], write_client_config=port is not None
+        home=home, port=sock.getsockname()[1], write_client_config=write_client_config
     )
     server = bounded_server(settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
