@@ -199,7 +199,9 @@ def _read_kept_key(path: Path) -> wire.TokenCreated | None:
 
 def _key_is_live(app: str, key_id: str) -> bool:
     keys = run_sync(Client.from_settings().json("GET", "/api/v1/keys", params={"app": app}))
-    return any(k["id"] == key_id and not k["revoked"] for k in keys)
+    return any(
+        key.id == key_id and not key.revoked for key in map(wire.TokenInfo.model_validate, keys)
+    )
 
 
 def _load_app(config: LLMConfig) -> App:
@@ -234,7 +236,7 @@ def _serve_until_interrupted(app_name: str, settings: ClientSettings, config_wri
     reach = (
         f"`ember app show {app_name}` and the rest of the CLI reach it from other terminals"
         if config_written
-        else f"the client config names another server: use EMBER_SERVER_URL={settings.server_url}"
+        else "the client config names another server, so other terminals do not see this one"
     )
     err.print(
         f"[dim]Embedded server on {settings.server_url}; {reach}. "
