@@ -85,6 +85,7 @@ class Deployments:
         except SpecError as exc:
             raise ApiError(400, "InvalidError", f"invalid deploy request: {exc}") from None
         _validate(request)
+        check_names_ignoring_case(request, [app.name for app in self._store.list_apps()])
         self._check_secrets(request)
         for spec in request.functions:
             try:
@@ -210,7 +211,36 @@ def _write_sources(folder: Path, files: dict[str, str]) -> None:
             ) from None
 
 
-RESERVED_APP_NAMES = {"api", "healthz", "docs", "openapi.json", "metrics"}
+# The server's own paths: /<name> and /<name>/... are never an app's endpoints.
+RESERVED_APP_NAMES = frozenset(
+    {"api", "healthz", "docs", "redoc", "openapi.json", "metrics", "dashboard"}
+)
+
+
+def check_names_ignoring_case(request: wire.DeployRequest, existing_apps: list[str]) -> None:
+    """Host names ignore case, so `CamelApp` and `camelapp` would share the endpoint URL
+    `camelapp--<function>.<domain>`: refuse an app name that differs only in case from another
+    app's (deployed or stopped), and function names of one app that do."""
+    name = request.app_name
+    for other in existing_apps:
+        if other != name and other.casefold() == name.casefold():
+            raise ApiError(
+                400,
+                "InvalidError",
+                f"app name {name!r} differs only in case from the existing app {other!r}; "
+                "endpoint host names ignore case, so both would have the same URLs. "
+                f"Deploy it as {other!r}, or choose another name",
+            )
+    seen: dict[str, str] = {}
+    for spec in request.functions:
+        clash = seen.setdefault(spec.name.casefold(), spec.name)
+        if clash != spec.name:
+            raise ApiError(
+                400,
+                "InvalidError",
+                f"functions {clash!r} and {spec.name!r} differ only in case; endpoint host "
+                "names ignore case, so both would have the same URL. Rename one",
+            )
 
 
 def _validate(request: wire.DeployRequest) -> None:

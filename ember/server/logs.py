@@ -19,7 +19,7 @@ TAIL_LINES = 30
 
 class LogSink(WriteBehind):
     def __init__(self, store: SqlStore, flush_interval: float = 0.2) -> None:
-        super().__init__(store.append_logs, flush_interval)
+        super().__init__(store.append_logs, flush_interval, what="log lines")
         self._tails: dict[str, deque[str]] = {}
         self._redactors: dict[str, Redactor] = {}
 

@@ -23,11 +23,13 @@ class ServerSettings:
     health_interval: float = 5.0
     autoscale_interval: float = 0.5
     queue_wait_timeout: float = 600.0  # how long an input may wait for a replica slot
+    shutdown_grace: int = 30  # seconds SIGTERM waits for work in flight before failing it
     # The gateway (web endpoints).
     domain: str | None = None  # host-based endpoint URLs: <app>--<function>.<domain>
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_request_body: int = 32 * 1024 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024  # all request bodies held at once; then 503
     client_timeout: float = 60.0  # a client silent this long while sending or reading is dropped
     max_queued_requests: int = 256  # per function; beyond it, 503 + Retry-After
     gateway_wait_timeout: float = 600.0  # a request waits this long for a replica, then 503

@@ -49,6 +49,16 @@ def api():
         await asyncio.sleep(seconds)
         return {"slept": seconds}
 
+    @web.get("/until")
+    async def until(path: str):
+        """Touches `path`.started, then answers once `path` exists: held as long as a test needs."""
+        Path(path + ".started").touch()
+        for _ in range(6000):  # at most a minute
+            if Path(path).exists():
+                return {"released": path}
+            await asyncio.sleep(0.01)
+        return {"released": None}
+
     @web.websocket("/ws")
     async def ws(socket: WebSocket):
         await socket.accept()

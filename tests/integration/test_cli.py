@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -140,16 +140,19 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
                       "@app.function()\ndef hi():\n    return 'one'\n")
     env = server.env()
     with subprocess.Popen([sys.executable, "-m", "ember.cli.main", "serve", str(source),
-                           "--interval", "0.2"], env={**os.environ, **env},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as serving:
+                           "--interval", "0.2"], env={**os.environ, **env}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as serving:
         try:
-            wait_until(lambda: cli_json("app", "list", env=env), timeout=60)
-            time.sleep(0.5)  # let the watcher record the first mtime
+            assert serving.stdout is not None
+            # It says so once it has deployed and noted the file's time: a change now is seen.
+            while not serving.stdout.readline().startswith("Watching"):
+                assert serving.poll() is None, "ember serve exited"
             source.write_text(source.read_text().replace("'one'", "'two'"))
             wait_until(lambda: cli_json("app", "show", "live", env=env)["version"] == 2,
                        timeout=60)
         finally:
             serving.send_signal(signal.SIGINT)
+            serving.communicate(timeout=60)  # reads what it prints while stopping
     assert serving.returncode == 0
     assert cli_json("app", "show", "live", env=env)["state"] == "stopped"
 
@@ -157,6 +160,7 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
 def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "named.py"
     for name, message in (("api", "reserved for the server's own paths"),
+                          ("dashboard", "reserved for the server's own paths"),
                           ("my--app", "without '--'"), ("sp ace", "invalid app name")):
         source.write_text(f"import ember\napp = ember.App({name!r})\n"
                           "@app.function()\ndef f():\n    return 1\n")
@@ -164,3 +168,16 @@ def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type:
         assert result.returncode == 1
         assert message in result.stderr, result.stderr
     assert cli_json("app", "list", env=server.env()) == []
+
+
+def test_a_port_in_use_gets_a_message_naming_it_and_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ember_cli("server", "--port", str(port),
+                           env={"EMBER_HOME": str(tmp_path / "home")}, timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert "--port PORT" in result.stderr
+    assert "Traceback" not in result.stderr

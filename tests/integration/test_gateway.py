@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
+from ember.sdk.exceptions import InvalidError
 from tests.conftest import start_server, wait_until
-from tests.integration.helpers import app_info, cli_json, ember_cli, load, replica_count
+from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
 
 @pytest.fixture
@@ -128,16 +130,18 @@ def test_scale_from_zero_under_concurrent_requests(server, web) -> None:  # type
     assert asyncio.run(burst()) == [200] * 20
 
 
-def test_scale_down_drains_in_flight_requests(server, web) -> None:  # type: ignore[no-untyped-def]
+def test_scale_down_drains_in_flight_requests(server, web, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    release = tmp_path / "release"
     results: list[httpx.Response] = []
-    slow = threading.Thread(target=lambda: results.append(httpx.get(
-        f"{server.url}/web/api/slow", params={"seconds": 4}, timeout=60)))
-    slow.start()
-    wait_until(lambda: app_info("web").functions[0].replicas.get("ready") == 1)
+    held = threading.Thread(target=lambda: results.append(httpx.get(
+        f"{server.url}/web/api/until", params={"path": str(release)}, timeout=60)))
+    held.start()
+    wait_until(lambda: Path(f"{release}.started").exists())  # in flight on the replica
     web.app.deploy()  # a new version: the old replica drains, then stops
-    slow.join(timeout=60)
+    release.touch()
+    held.join(timeout=60)
     assert results[0].status_code == 200
-    assert results[0].json() == {"slept": 4}
+    assert results[0].json() == {"released": str(release)}
 
 
 def test_websocket_passes_through(server, web) -> None:  # type: ignore[no-untyped-def]
@@ -182,8 +186,27 @@ def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: 
         response = httpx.get(f"{running.url}/hello", params={"name": "host"},
                              headers={"Host": "web--api.ember.test"}, timeout=60)
         assert response.json() == {"message": "hello host"}
+        # Host names ignore case: the URL printed for an app with capitals reaches it, and a
+        # name differing from it only in case is refused (it would share that URL).
+        camel = load("web").app.deploy("CamelWeb")
+        assert camel.urls["api"] == "http://camelweb--api.ember.test/"
+        response = httpx.get(f"{running.url}/hello", params={"name": "camel"},
+                             headers={"Host": "camelweb--api.ember.test"}, timeout=60)
+        assert response.json() == {"message": "hello camel"}
+        with pytest.raises(InvalidError, match="differs only in case from the existing app"):
+            load("web").app.deploy("camelweb")
     finally:
         assert not running.stop()
+
+
+def test_app_names_that_start_like_a_server_path_are_reachable(server) -> None:  # type: ignore[no-untyped-def]
+    for name in ("docsite", "healthz-probe"):
+        result = ember_cli("deploy", "tests/apps/web.py", "--name", name, env=server.env())
+        assert result.returncode == 0, result.stderr
+        response = httpx.get(f"{server.url}/{name}/api/hello", timeout=60)
+        assert response.json() == {"message": "hello world"}
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/docs").status_code == 401  # the API's, which needs a token
 
 
 def test_client_disconnect_frees_the_slot(server, web) -> None:  # type: ignore[no-untyped-def]
@@ -200,20 +223,25 @@ def test_full_queue_is_503_with_retry_after(tmp_path, monkeypatch) -> None:  # t
         for key, value in running.env().items():
             monkeypatch.setenv(key, value)
         load("web").app.deploy()
-        url = f"{running.url}/web/one_at_a_time/nap"
-        assert httpx.get(url, params={"seconds": 0}, timeout=60).status_code == 200
+        url = f"{running.url}/web/one_at_a_time"
 
-        async def burst() -> list[httpx.Response]:
+        async def three_behind_a_held_slot() -> tuple[httpx.Response, list[httpx.Response]]:
             async with httpx.AsyncClient(timeout=60) as client:
-                return list(await asyncio.gather(*(
-                    client.get(url, params={"seconds": 1}) for _ in range(6))))
+                async with client.stream("GET", url + "/forever") as stream:
+                    assert await anext(stream.aiter_lines()) == "data: tick"  # holds the slot
+                    naps = [asyncio.ensure_future(client.get(url + "/nap", params={"seconds": 0}))
+                            for _ in range(3)]
+                    # Two wait for the slot; the third is refused at once, whichever it is.
+                    done, waiting = await asyncio.wait(naps, return_when=asyncio.FIRST_COMPLETED)
+                    assert len(done) == 1
+                # The stream is closed: its slot goes to the two that waited.
+                return done.pop().result(), list(await asyncio.gather(*waiting))
 
-        responses = asyncio.run(burst())
-        statuses = sorted(r.status_code for r in responses)
-        assert statuses.count(200) >= 3 and 503 in statuses  # 1 running + 2 queued, rest shed
-        shed = next(r for r in responses if r.status_code == 503)
+        shed, served = asyncio.run(three_behind_a_held_slot())
+        assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
         assert "waiting for a replica" in shed.json()["error"]["message"]
+        assert [r.json() for r in served] == [{"napped": 0}, {"napped": 0}]
     finally:
         assert not running.stop()
 

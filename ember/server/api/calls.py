@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -53,9 +55,33 @@ async def run_inputs(request: Request) -> Response:
     if kind not in ("call", "map"):
         raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
     started = time.time()
-    frames = await plane.call(principal, app, function, method, params, inputs)
+    run = plane.call(principal, app, function, method, params, inputs)
+    frames = await run if kind == "call" else await _unless_client_leaves(request, run)
+    if frames is None:
+        return Response(status_code=499)  # nobody is left to read it
     plane.recorder.record(app, function, method, kind, frames, started)
     return _frames_response(frames)
+
+
+async def _unless_client_leaves(
+    request: Request, run: Coroutine[Any, Any, list[bytes]]
+) -> list[bytes] | None:
+    """Run a `.map` chunk; if the caller hangs up first (it broke out of its loop), stop: the
+    chunk's inputs not yet on a replica are not run. None if it was stopped."""
+    task = asyncio.ensure_future(run)
+    left = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        task.cancel()  # a no-op once it is done
+        await asyncio.gather(task, left, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _call(request: Request, call_id: str, record: TokenRecord) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from typing import Any
 from ember import wire
 from ember.http1 import HttpError
 from ember.server.api.auth import TokenCache
+from ember.server.deployments import RESERVED_APP_NAMES
 from ember.server.errors import ApiError
 from ember.server.gateway.auth import Unauthorized, authenticate
 from ember.server.gateway.proxy import (
+    BodyBudget,
     BodyTooLarge,
     ClientGone,
     ClientTooSlow,
@@ -37,8 +39,6 @@ from ember.server.replicas.state import ReplicaRecord
 from ember.server.scheduling.admission import ANONYMOUS, Overloaded, Principal
 from ember.server.scheduling.queue import QueueTimeout, ReplicaStartupError
 from ember.server.settings import ServerSettings
-
-API_PREFIXES = ("/api/", "/healthz", "/docs", "/openapi.json", "/metrics")
 
 # Exception -> (status, error type, send Retry-After)
 ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
@@ -77,6 +77,7 @@ class Gateway:
     def __init__(self, api: Any, plane: ControlPlane, tokens: TokenCache) -> None:
         self.api, self.plane, self.tokens = api, plane, tokens
         self.settings = plane.settings
+        self.bodies = BodyBudget(self.settings.max_buffered_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.route(scope) if scope["type"] in ("http", "websocket") else None
@@ -96,14 +97,23 @@ class Gateway:
         if domain and host.endswith("." + domain):
             app, sep, function = host[: -len(domain) - 1].rpartition("--")
             if sep:
-                return Endpoint(app, function, path + suffix)
-        if path.startswith(API_PREFIXES) or path == "/":
-            return None
+                return Endpoint(*self._names_in_host(app, function), path + suffix)
         parts = path.split("/", 3)  # "", app, function, rest
-        if len(parts) < 3 or not parts[2]:
-            return None
+        if len(parts) < 3 or parts[1] in RESERVED_APP_NAMES or not parts[2]:
+            return None  # the server's own paths (/docs, /api/..., /healthz) and "/"
         rest = "/" + (parts[3] if len(parts) > 3 else "")
         return Endpoint(parts[1], parts[2], rest + suffix)
+
+    def _names_in_host(self, app: str, function: str) -> tuple[str, str]:
+        """The deployed names a lowercased host stands for (deploys refuse names that differ
+        only in case, so there is at most one)."""
+        for deployment in self.plane.deployments.all():
+            if deployment.app.casefold() == app:
+                for spec in deployment.request.functions:
+                    if spec.name.casefold() == function:
+                        return deployment.app, spec.name
+                return deployment.app, function
+        return app, function
 
     async def handle_request(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, request_id: str
@@ -144,7 +154,9 @@ class Gateway:
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         settings = self.settings
-        return await read_body(scope, receive, settings.max_request_body, settings.client_timeout)
+        return await read_body(
+            scope, receive, settings.max_request_body, settings.client_timeout, self.bodies
+        )
 
     async def _proxy(
         self,
@@ -177,12 +189,13 @@ async def _refuse(send: Send, websocket: bool, exc: Exception, request_id: str) 
         await _error(send, websocket, exc.status, exc.type_name, exc.message, request_id)
     elif isinstance(exc, NoEndpoint):
         await _error(send, websocket, 404, "NotFoundError", str(exc), request_id)
-    elif type(exc) in ERRORS:
-        status, type_name, retry_after = ERRORS[type(exc)]
+    else:
+        kind = next((k for k in ERRORS if isinstance(exc, k)), None)
+        if kind is None:
+            raise exc
+        status, type_name, retry_after = ERRORS[kind]
         message = f"{exc}; retry later" if isinstance(exc, QueueTimeout) else str(exc)
         await _error(send, websocket, status, type_name, message, request_id, retry_after)
-    else:
-        raise exc
 
 
 def _host(scope: Scope) -> str:

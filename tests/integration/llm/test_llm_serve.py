@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer, alive, descendants
+from tests.conftest import RunningServer, alive, descendants, free_port
 from tests.integration.helpers import ember_cli
 
 pytestmark = pytest.mark.llm
@@ -63,7 +63,8 @@ def endpoint(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config.write_text(
         f"model:\n  max_model_len: {MAX_MODEL_LEN}\nservice:\n  scaledown_window: 60\n"
     )
-    process, served = start_llm_serve(home, str(model_dir), "--config", str(config))
+    port = str(free_port())  # not the default 8765, which other runs on this machine may hold
+    process, served = start_llm_serve(home, str(model_dir), "--config", str(config), "--port", port)
     yield served
     processes = descendants(process.pid)
     process.send_signal(signal.SIGINT)  # Ctrl-C
