@@ -36,8 +36,12 @@ def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str,
     start = time.perf_counter()
     cold.remote(1)
     cold_start = time.perf_counter() - start
-    return {"p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
-            "map_per_s": map_inputs / map_seconds, "cold_s": cold_start}
+    return {
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "map_per_s": map_inputs / map_seconds,
+        "cold_s": cold_start,
+    }
 
 
 def main() -> None:
@@ -49,8 +53,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with deployed("bench_app.py") as (_, module):
-        runs = [one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
-                for _ in range(args.runs)]
+        runs = [
+            one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
+            for _ in range(args.runs)
+        ]
 
     goals = {"p50_ms": "≤ 3 ms", "p99_ms": "", "map_per_s": "≥ 2,000/s", "cold_s": ""}
     print_runs(runs, args.json,

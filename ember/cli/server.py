@@ -69,6 +69,11 @@ def server(
     sandbox: bool = typer.Option(
         True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
     ),
+    park_for: float = typer.Option(3600.0, min=0, help="Seconds a parked replica is kept."),
+    max_parked: int = typer.Option(16, min=0, help="Parked replicas kept at most."),
+    parked_memory_fraction: float = typer.Option(
+        0.5, min=0, max=1, help="Share of host memory parked replicas may hold."
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
     os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
@@ -95,6 +100,9 @@ def server(
         gpus=gpus,
         gpu_fallback_cpu=gpu_fallback == "cpu",
         sandbox=sandbox,
+        park_for=park_for,
+        max_parked=max_parked,
+        parked_memory_fraction=parked_memory_fraction,
     )
     try:
         sock = listen_socket(host, port)
@@ -124,6 +132,11 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
             f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
             "function runs one replica, on the host's port.[/yellow]"
         )
+    forking = capabilities.forking_missing or "on (enable_memory_snapshot)"
+    parking = capabilities.checkpoint_missing
+    console.print(f"Cold starts: forked replicas {forking}; parked replicas "
+                  + ("free their GPU (CUDA checkpoint)" if parking is None
+                     else f"keep their GPU context ({parking})"))  # fmt: skip
 
 
 class PortUnavailable(Exception):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -56,8 +57,15 @@ class Attempt:
 
 
 class Dispatcher:
-    def __init__(self, settings: ServerSettings, supervisor: Supervisor, http: Http1Pool) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        supervisor: Supervisor,
+        http: Http1Pool,
+        answered: Callable[[ReplicaRecord], None],
+    ) -> None:
         self._settings, self._supervisor, self._http = settings, supervisor, http
+        self._answered = answered  # a replica's first answer completes its cold-start record
 
     async def run(self, pool: Pool, method: str | None, inputs: list[bytes]) -> list[bytes]:
         """One output frame per input, in input order."""
@@ -108,6 +116,7 @@ class Dispatcher:
                 response = await self._http.request(
                     "POST", handle.host, handle.port, target, body=wire.pack_frames(batch)
                 )
+                self._answered(replica)
                 if response.status != 200:
                     text = (await response.read()).decode(errors="replace")[:500]
                     return Attempt(

@@ -37,6 +37,12 @@ class ServerSettings:
     gpus: str | None = None  # --gpus: none, indices ("0,1"), or declared ("H100:4"); None: found
     gpu_fallback_cpu: bool = False  # run functions whose GPU this host lacks on the CPU
     sandbox: bool = True  # network and PID namespaces per replica, where the host allows
+    # Parked replicas (gpu_snapshot=True): how long and how many are kept, and how much of the
+    # host's memory they may hold together; past any of these the oldest stops.
+    park_for: float = 3600.0
+    max_parked: int = 16
+    parked_memory_fraction: float = 0.5
+    park_hook_timeout: float = 120.0  # seconds for @before_park / @after_restore hooks
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 

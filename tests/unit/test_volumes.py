@@ -37,9 +37,14 @@ def test_names_and_paths() -> None:
 def test_mount_paths() -> None:
     assert check_mount_path("/models/") == check_mount_path("/models") == "/models"
     assert check_mount_path("//data/./x") == "/data/x"
-    cases = {"models": "must be absolute", "/": "cannot be mounted at '/'",
-             "/a/../b": "must not contain '..'", "/proc/x": "system folder /proc",
-             "/usr": "system folder /usr", "/etc/ember": "system folder /etc"}
+    cases = {
+        "models": "must be absolute",
+        "/": "cannot be mounted at '/'",
+        "/a/../b": "must not contain '..'",
+        "/proc/x": "system folder /proc",
+        "/usr": "system folder /usr",
+        "/etc/ember": "system folder /etc",
+    }
     for path, message in cases.items():
         with pytest.raises(VolumeError, match=message):
             check_mount_path(path)
@@ -63,6 +68,7 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
         def build(staging: Path) -> None:
             staging.mkdir()
             (staging / "f.txt").write_text(text)
+
         return build
 
     def broken(staging: Path) -> None:

@@ -11,6 +11,7 @@ from ember.server.api.responses import errors
 from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
+from ember.server.pools import PoolKey
 
 router = APIRouter(
     prefix="/api/v1/apps",
@@ -107,6 +108,8 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
                 replicas=counts,
                 queued=queued,
                 resources=describe_resources(spec, resources) if resources else None,
+                snapshot=plane.templates.status(PoolKey(name, record.version, spec.name, "")),
+                cold_start=plane.cold_starts.latest.get((name, spec.name)),
                 web_url=url,
                 next_run=plane.scheduler.next_run_at(name, spec.name),
                 image=str(spec.image["hash"]) if spec.image else None,

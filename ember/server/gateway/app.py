@@ -180,6 +180,7 @@ class Gateway:
         await stream_response(
             self.plane.http, handle.host, port, endpoint.target, scope, receive, send, body,
             headers, request_id, self.settings.client_timeout,
+            lambda: self.plane.cold_starts.answered(replica),
         )  # fmt: skip
 
 

@@ -150,9 +150,12 @@ async def stream_response(
     headers: Headers,
     request_id: str,
     send_timeout: float,
+    answered: Callable[[], None],
 ) -> None:
-    """Send the request upstream; stream status, headers and body back to the client."""
+    """Send the request upstream; stream status, headers and body back to the client.
+    `answered()` is called once the upstream's answer begins."""
     response = await http.request(scope["method"], host, port, target, headers, body)
+    answered()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]

@@ -326,6 +326,11 @@ class SqlStore:
 
     # -- logs -----------------------------------------------------------------------------
 
+    def insert_cold_starts(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(t.cold_starts.insert(), rows)
+
     def append_logs(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self.engine.begin() as conn:
