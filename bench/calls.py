@@ -10,10 +10,9 @@ markdown table (paste into BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-from common import deployed, machine, percentile
+from common import deployed, percentile, print_runs
 
 
 def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -37,8 +36,12 @@ def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str,
     start = time.perf_counter()
     cold.remote(1)
     cold_start = time.perf_counter() - start
-    return {"p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
-            "map_per_s": map_inputs / map_seconds, "cold_s": cold_start}
+    return {
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "map_per_s": map_inputs / map_seconds,
+        "cold_s": cold_start,
+    }
 
 
 def main() -> None:
@@ -46,23 +49,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--map-inputs", type=int, default=10_000)
+    parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
     args = parser.parse_args()
 
     with deployed("bench_app.py") as (_, module):
-        runs = [one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
-                for _ in range(args.runs)]
+        runs = [
+            one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
+            for _ in range(args.runs)
+        ]
 
-    print(machine())
-    print(f"runs: {args.runs}; per run: {args.calls} warm calls, .map over {args.map_inputs}")
-    print("| metric | median | min | max | goal |")
-    print("|---|---|---|---|---|")
     goals = {"p50_ms": "≤ 3 ms", "p99_ms": "", "map_per_s": "≥ 2,000/s", "cold_s": ""}
-    labels = {"p50_ms": "warm .remote() p50 (ms)", "p99_ms": "warm .remote() p99 (ms)",
-              "map_per_s": ".map inputs/s", "cold_s": "cold start, no snapshot (s)"}
-    for key, label in labels.items():
-        values = [r[key] for r in runs]
-        print(f"| {label} | {statistics.median(values):.2f} | {min(values):.2f} | "
-              f"{max(values):.2f} | {goals[key]} |")
+    print_runs(runs, args.json,
+               f"{args.calls} warm calls, .map over {args.map_inputs}", goals)  # fmt: skip
 
 
 if __name__ == "__main__":

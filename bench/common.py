@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +34,23 @@ def deployed(app_file: str) -> Iterator[tuple[RunningServer, ModuleType]]:
             server.stop()
 
 
+def web_server_port(port: int) -> int:
+    """Where this host reaches a `web_server` declared on `port`: the port itself, or, when its
+    replica is sandboxed, the loopback port pasta forwards to it (read off pasta's arguments;
+    for benchmarks only: the server does not publish it)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and Path(args[0].decode()).name == "pasta":
+            for arg in args:
+                host, _, inside = arg.decode().rpartition(":")
+                if inside == str(port) and host.startswith("127.0.0.1/"):
+                    return int(host.split("/")[1])
+    return port
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -39,3 +58,24 @@ def percentile(values: list[float], q: float) -> float:
 
 def machine() -> str:
     return f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def print_runs(
+    runs: list[dict[str, float]], as_json: bool, per_run: str, goals: dict[str, str] | None = None
+) -> None:
+    """Each run's row as JSON lines, or the medians (with min and max) as a markdown table."""
+    if as_json:
+        for row in runs:
+            print(json.dumps(row))
+        return
+    print(machine())
+    print(f"runs: {len(runs)}; per run: {per_run}")
+    print("| metric | median | min | max | goal |")
+    print("|---|---|---|---|---|")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        goal = (goals or {}).get(key, "")
+        print(
+            f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
+            f"{max(values):.3f} | {goal} |"
+        )

@@ -13,7 +13,7 @@ import statistics
 import time
 
 import httpx
-from common import deployed, machine, percentile
+from common import deployed, percentile, print_runs, web_server_port
 
 
 async def latencies(url: str, requests: int, concurrency: int) -> list[float]:
@@ -53,11 +53,12 @@ async def one_run(direct: str, gateway: str, requests: int) -> dict[str, float]:
             row[f"c{concurrency}_direct_{name}"] = percentile(d, q) * 1e3
             row[f"c{concurrency}_gateway_{name}"] = percentile(g, q) * 1e3
             row[f"c{concurrency}_added_{name}"] = (percentile(g, q) - percentile(d, q)) * 1e3
-    pairs = [(await sse_rate(direct + "/sse"), await sse_rate(gateway + "/sse"))
-             for _ in range(5)]
-    row.update(sse_direct=statistics.median(d for d, _ in pairs),
-               sse_gateway=statistics.median(g for _, g in pairs),
-               sse_ratio=statistics.median(g / d for d, g in pairs))
+    pairs = [(await sse_rate(direct + "/sse"), await sse_rate(gateway + "/sse")) for _ in range(5)]
+    row.update(
+        sse_direct=statistics.median(d for d, _ in pairs),
+        sse_gateway=statistics.median(g for _, g in pairs),
+        sse_ratio=statistics.median(g / d for d, g in pairs),
+    )
     return row
 
 
@@ -65,21 +66,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=640)
+    parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
     args = parser.parse_args()
     with deployed("gateway_app.py") as (server, module):
         gateway = f"{server.url}/bench-gateway/upstream"
         httpx.get(gateway + "/small", timeout=120)  # scale from zero once
-        direct = f"http://127.0.0.1:{module.PORT}"
+        direct = f"http://127.0.0.1:{web_server_port(module.PORT)}"
         runs = [asyncio.run(one_run(direct, gateway, args.requests)) for _ in range(args.runs)]
-
-    print(machine())
-    print(f"runs: {args.runs}; {args.requests} small GETs per concurrency level per run")
-    print("| metric | median | min | max |")
-    print("|---|---|---|---|")
-    for key in runs[0]:
-        values = [r[key] for r in runs]
-        print(f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
-              f"{max(values):.3f} |")
+    print_runs(runs, args.json, f"{args.requests} small GETs per concurrency level per run")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from ember.llm.config import LLMConfig
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"  # runs 64 tokens, no EOS
 DIRECT_PORT = 8101
+EMBER_PORT = 8102  # the embedded server's; not 8765, where ./scripts/serve may be running
 
 
 # -- CPU: direct vs through Ember ----------------------------------------------------------------
@@ -120,7 +121,8 @@ def through_ember(
     engine: str, model_dir: Path, home: Path, extra: list[str] | None = None
 ) -> Iterator[tuple[str, str]]:
     command = [sys.executable, "-m", "ember.cli.main", "llm", "serve", str(model_dir), "--json"]
-    command += ["--engine", engine, "--name", f"bench-{engine}", *(extra or [])]
+    command += ["--engine", engine, "--name", f"bench-{engine}", "--port", str(EMBER_PORT)]
+    command += extra or []
     process = subprocess.Popen(
         command, env={**os.environ, "EMBER_HOME": str(home)}, stdout=subprocess.PIPE, text=True
     )

@@ -72,11 +72,18 @@ def random_loader(shape: str) -> Any:
     return lambda device: (random_model(shape, device), [])
 
 
+def gpu_option() -> str | None:
+    """`service.gpu`: "any" where an NVIDIA device is present, checked without CUDA (this
+    process forks the engines, which must be the first to touch it)."""
+    return "any" if Path("/dev/nvidia0").exists() else None
+
+
 def engine_config(name: str, max_seqs: int, memory: float = 0.85) -> LLMConfig:
+    service = {"max_concurrent_requests": max_seqs, "fast_boot": False, "gpu": gpu_option()}
     return LLMConfig.parse(
         {
             "model": {"name": name, "max_model_len": 1024, "gpu_memory_utilization": memory},
-            "service": {"max_concurrent_requests": max_seqs, "fast_boot": False},
+            "service": service,
         },
         "bench",
     )
@@ -316,6 +323,7 @@ def serve(
     config_file.write_text(
         f"model:\n  max_model_len: 1024\n  gpu_memory_utilization: 0.4\nservice:\n"
         f"  max_concurrent_requests: {top}\n  fast_boot: false\n  scaledown_window: 900\n"
+        + (f"  gpu: {gpu_option()}\n" if gpu_option() else "")
     )
     config = LLMConfig.load(config_file, {"model.name": str(folder)})
     engine = BuiltinEngine(config)
@@ -377,18 +385,26 @@ def cpu_seconds() -> dict[str, float]:
             seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             roles[role] = roles.get(role, 0.0) + seconds
         for child in children.get(pid, []):
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-            role_of_child = (
-                "server" if b"ember.cli.main" in command
-                else "replica" if b"ember.runtime.replica" in command and role != "replica"
-                else "engine (replica's)" if role == "replica"
-                else "engine (alone)" if role == "bench"
-                else role
-            )  # fmt: skip
-            visit(child, role_of_child)
+            visit(child, _role(child, role))
 
     visit(os.getpid(), "bench")
     return roles
+
+
+def _role(pid: int, parent: str) -> str:
+    """What a process does, from its name and its parent's role: the embedded server, the
+    pool's template (replicas fork from it), a replica, or an engine process."""
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "ember-engine":
+            return "engine (alone)" if parent == "bench" else "engine (replica's)"
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"ember.cli.main" in command:
+            return "server"
+        if b"ember.runtime.template" in command and parent == "server":
+            return "template"
+        if b"ember.runtime.replica" in command or parent == "template":
+            return "replica"
+    return parent
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:

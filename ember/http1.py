@@ -3,11 +3,17 @@
 httpx costs ~0.7 ms of Python per request, more than the whole budget of a warm call; this client
 does only what those hops need: one request per connection at a time, Content-Length or chunked
 bodies both ways, responses streamed as they arrive, idle connections reused.
+
+A reused connection may have been closed by the peer a moment ago (its keep-alive ran out, or
+it closed after an error) without our loop having seen the FIN yet. Such a request fails before a
+byte of the response arrives and is sent again, once, on a fresh connection, as urllib3 does; and
+idle connections are dropped after IDLE_EXPIRY, before a typical server's 5 s keep-alive ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +22,7 @@ import httptools
 
 CHUNK = 64 * 1024
 MAX_BUFFERED_CHUNKS = 32  # then stop reading until the consumer catches up
+IDLE_EXPIRY = 4.0  # seconds an idle connection is kept
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -23,13 +30,23 @@ class HttpError(Exception):
     """The connection failed or the peer broke the protocol."""
 
 
+class _StaleConnection(HttpError):
+    """A reused connection failed before any byte of the response: safe to send again."""
+
+
 @dataclass(eq=False)
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    reused: bool = False
+    idle_since: float = 0.0
 
     def close(self) -> None:
         self.writer.close()
+
+    def usable(self, now: float) -> bool:
+        fresh = now - self.idle_since < IDLE_EXPIRY
+        return fresh and not self.reader.at_eof() and not self.writer.is_closing()
 
 
 @dataclass(eq=False)
@@ -78,7 +95,9 @@ class _Parser:
         self.headers: Headers = []
         self.headers_done = asyncio.get_running_loop().create_future()
         self.complete = False
+        self.started = False  # a byte of the response has arrived
         self.keep_alive = False
+        self.until_close = False  # the body ends when the connection does
         self.http = httptools.HttpResponseParser(self)
         self._body = body
 
@@ -88,6 +107,8 @@ class _Parser:
     def on_headers_complete(self) -> None:
         # Read now: the parser resets its flags once the message is complete.
         self.keep_alive = self.http.should_keep_alive()
+        names = {name.lower() for name, _ in self.headers}
+        self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
         self.headers_done.set_result(True)
 
     def on_body(self, body: bytes) -> None:
@@ -105,13 +126,17 @@ class Http1Pool:
         self._max_idle = max_idle_per_host
         self._open: set[_Connection] = set()
 
-    async def _connect(self, host: str, port: int, timeout: float | None) -> _Connection:
+    async def _connect(
+        self, host: str, port: int, timeout: float | None, fresh: bool
+    ) -> _Connection:
         idle = self._idle[(host, port)]
-        while idle:
+        now = time.monotonic()
+        while idle and not fresh:
             conn = idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
+            if conn.usable(now):
+                conn.reused = True
                 return conn
-            conn.close()
+            self._discard(conn)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, limit=CHUNK * 4), timeout
@@ -131,24 +156,55 @@ class Http1Pool:
         headers: Headers | None = None,
         body: bytes | AsyncIterator[bytes] = b"",
         connect_timeout: float | None = 5.0,
+        fresh: bool = False,
     ) -> Response:
-        """Send a request; returns once the response headers are in (the body streams)."""
-        conn = await self._connect(host, port, connect_timeout)
+        """Send a request; returns once the response headers are in (the body streams).
+
+        `fresh`: on a new connection, not returned to the pool (health probes)."""
+        conn = await self._connect(host, port, connect_timeout, fresh)
+        try:
+            return await self._send(conn, method, host, port, target, headers or [], body, fresh)
+        except _StaleConnection:
+            if not isinstance(body, bytes):
+                raise  # a streamed body cannot be sent twice
+        conn = await self._connect(host, port, connect_timeout, fresh=True)
+        return await self._send(conn, method, host, port, target, headers or [], body, fresh)
+
+    async def _send(
+        self,
+        conn: _Connection,
+        method: str,
+        host: str,
+        port: int,
+        target: str,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes],
+        once: bool,
+    ) -> Response:
+        pump: asyncio.Task[None] | None = None
         try:
             try:
-                await _write_request(conn.writer, method, host, port, target, headers or [], body)
+                await _write_request(conn.writer, method, host, port, target, headers, body)
             except OSError as exc:
-                raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
+                raise _failure(conn, f"connection to {host}:{port} failed: {exc}") from exc
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
             room = asyncio.Event()
             parser = _Parser(queue)
-            pump = asyncio.ensure_future(self._pump(conn, parser, queue, room, host, port))
+            pump = asyncio.ensure_future(self._pump(conn, parser, queue, room, host, port, once))
             await asyncio.wait([pump, parser.headers_done], return_when=asyncio.FIRST_COMPLETED)
             if not parser.headers_done.done():
-                pump.result()  # raises why the response never came
-                raise HttpError("connection closed before the response headers")
+                try:
+                    pump.result()  # raises why the response never came
+                except HttpError as exc:
+                    raise _failure(conn, str(exc), parser.started) from exc
+                raise _failure(
+                    conn, "connection closed before the response headers", parser.started
+                )
         except BaseException:
             self._discard(conn)
+            if pump is not None:  # cancelled while waiting: nobody will read what it raises
+                pump.cancel()
+                pump.add_done_callback(_retrieve)
             raise
         return Response(parser.http.get_status_code(), parser.headers, queue, room, pump)
 
@@ -160,6 +216,7 @@ class Http1Pool:
         room: asyncio.Event,
         host: str,
         port: int,
+        once: bool,
     ) -> None:
         """Read the response into the parser; hand the connection back once it is complete."""
         reusable = False
@@ -169,9 +226,9 @@ class Http1Pool:
                     room.clear()
                     await room.wait()
                 data = await conn.reader.read(CHUNK)
+                parser.started = parser.started or bool(data)
                 if not data:
-                    parser.http.feed_data(b"")  # lets a read-until-close body complete
-                    if not parser.complete:
+                    if not (parser.complete or parser.until_close):
                         raise HttpError("connection closed mid-response")
                     break
                 parser.http.feed_data(data)
@@ -182,7 +239,8 @@ class Http1Pool:
             raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
         finally:
             queue.put_nowait(None)
-            if reusable and len(self._idle[(host, port)]) < self._max_idle:
+            if reusable and not once and len(self._idle[(host, port)]) < self._max_idle:
+                conn.idle_since = time.monotonic()
                 self._idle[(host, port)].append(conn)
             else:
                 self._discard(conn)
@@ -196,6 +254,16 @@ class Http1Pool:
             conn.close()
         self._open.clear()
         self._idle.clear()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _failure(conn: _Connection, message: str, started: bool = False) -> HttpError:
+    """A failure before any response byte on a reused connection may be retried."""
+    return _StaleConnection(message) if conn.reused and not started else HttpError(message)
 
 
 async def _write_request(

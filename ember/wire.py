@@ -37,18 +37,35 @@ def pack_frames(frames: Iterable[bytes]) -> bytes:
 
 def unpack_frames(data: bytes) -> list[bytes]:
     """Split what `pack_frames` joined; raises ValueError on a truncated body."""
-    frames: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise ValueError("truncated frame header")
-        (size,) = struct.unpack_from(">I", data, offset)
-        offset += 4
-        if offset + size > len(data):
-            raise ValueError("truncated frame body")
-        frames.append(data[offset : offset + size])
-        offset += size
+    reader = FrameReader()
+    frames = reader.feed(data)
+    if reader.pending:
+        raise ValueError("truncated frame")
     return frames
+
+
+class FrameReader:
+    """Whole frames out of a body that arrives in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame not complete yet."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        frames, offset = [], 0
+        while len(self._buffer) - offset >= 4:
+            (size,) = struct.unpack_from(">I", self._buffer, offset)
+            if len(self._buffer) - offset - 4 < size:
+                break
+            frames.append(self._buffer[offset + 4 : offset + 4 + size])
+            offset += 4 + size
+        self._buffer = self._buffer[offset:]
+        return frames
 
 
 class ErrorInfo(BaseModel):
@@ -98,7 +115,7 @@ class FunctionSpec(BaseModel):
     is_class: bool = False
     methods: list[str] = Field(default_factory=list)
     image: dict[str, object] | None = None
-    gpu: str | None = None
+    gpu: str | list[str] | None = None  # Modal's forms; see ember/resources.py
     cpu: float | None = None
     memory: int | None = None
     timeout: float = 300.0
@@ -109,7 +126,9 @@ class FunctionSpec(BaseModel):
     max_containers: int | None = None
     buffer_containers: int = 0
     scaledown_window: float = 60.0
-    enable_memory_snapshot: bool = False
+    enable_memory_snapshot: bool = False  # replicas forked from a template (imports done once)
+    gpu_snapshot: bool = False  # idle replicas parked (GPU state checkpointed), not stopped
+    needs_parameters: bool = False  # a class with an `ember.parameter()` that has no default
     schedule: ScheduleSpec | None = None
     max_inputs: int = 1
     target_inputs: int | None = None
@@ -134,6 +153,9 @@ class DeployResponse(BaseModel):
     version: int
     functions: list[str]
     urls: dict[str, str] = Field(default_factory=dict)
+    # What the server could not honour as asked (no GPU of that type: runs on the CPU; memory
+    # limits this host cannot enforce, ...): the CLI prints each.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class FunctionInfo(BaseModel):
@@ -141,9 +163,24 @@ class FunctionInfo(BaseModel):
     is_class: bool
     methods: list[str]
     replicas: dict[str, int] = Field(default_factory=dict)  # state -> count
+    queued: int = 0  # inputs waiting for a replica slot (e.g. for a free GPU)
+    resources: str | None = None  # what its replicas are given: "gpu H100:1, cpu 2"
+    snapshot: str | None = None  # its template: "building", "ready" or "failed: why"
+    cold_start: ColdStart | None = None  # the latest
     web_url: str | None = None
     next_run: float | None = None  # Unix time of the next scheduled run
     image: str | None = None  # hash of its image (see `ember image logs`)
+
+
+class ColdStart(BaseModel):
+    """How a replica last became ready: its tier ("fresh", "fork", "restore"), the seconds it
+    took, and each phase's seconds."""
+
+    replica: str
+    tier: str
+    seconds: float
+    phases: dict[str, float] = Field(default_factory=dict)
+    at: float = 0.0  # Unix time
 
 
 class AppInfo(BaseModel):
@@ -241,10 +278,12 @@ class UploadCommit(BaseModel):
     force: bool = False
 
 
-class ReplicaSettings(BaseModel):
-    """The one environment block (EMBER_REPLICA) a replica process reads at boot."""
+class ReplicaSpec(BaseModel):
+    """What every replica of one pool (app version x function x parameters) runs.
 
-    replica_id: str
+    The same for all of them, so a template process can prepare it once (issue: cold starts).
+    """
+
     app_name: str
     version: int
     declared_name: str
@@ -252,9 +291,55 @@ class ReplicaSettings(BaseModel):
     source_dir: str | None
     function: FunctionSpec
     params: str = ""  # base64 cloudpickle of class parameters
-    listen_fd: int
     server_url: str
-    token: str
     graceful_shutdown: float = 30.0
     ca_cert: str | None = None  # to verify the server's certificate on nested calls
     volume_root: str | None = None  # where the server keeps volumes; mounts: function.volumes
+
+
+class ReplicaAssignment(BaseModel):
+    """What one replica is given: its identity, credentials, GPUs and where to listen."""
+
+    replica_id: str
+    token: str
+    gpus: list[int] = Field(default_factory=list)  # host indices, also in CUDA_VISIBLE_DEVICES
+    listen_fd: int = -1  # an inherited listening socket; -1: bind `bind_host`:0 and report it
+    bind_host: str = "127.0.0.1"
+    status_fd: int = -1  # where to write ReplicaStatus lines; -1: print them on stdout
+    # If set: say "started", then read one byte from it before anything needs the network (the
+    # backend connects the replica's network namespace in between).
+    network_fd: int = -1
+    control_fd: int = -1  # a template's: fork requests come in on it (ForkRequest + fds)
+
+
+class ForkRequest(BaseModel):
+    """Sent to a template with three fds (listening socket, status pipe, log pipe): fork a
+    replica with this assignment and these environment variables."""
+
+    assignment: ReplicaAssignment
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateEvent(BaseModel):
+    """A template's answer on its control socket: a replica forked (with its pid as the
+    template sees it), or one of its replicas exited."""
+
+    replica_id: str
+    forked: int | None = None
+    exit_code: int | None = None
+
+
+class ReplicaStatus(BaseModel):
+    """A replica's report to its backend: started (waiting for its network), ready (with its
+    port) or failed (with why)."""
+
+    state: Literal["started", "ready", "failed"]
+    port: int | None = None
+    message: str = ""
+    phases: dict[str, float] = Field(default_factory=dict)  # seconds, with `ready`
+
+
+SPEC_ENV = "EMBER_REPLICA_SPEC"  # a ReplicaSpec as JSON
+ASSIGNMENT_ENV = "EMBER_REPLICA"  # a ReplicaAssignment as JSON
+# The replica's id: in every replica and whatever it starts (as Modal's MODAL_TASK_ID).
+REPLICA_ID_ENV = "EMBER_REPLICA_ID"

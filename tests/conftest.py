@@ -66,8 +66,11 @@ class RunningServer:
             return str(tomllib.load(f)["token"])
 
     def env(self) -> dict[str, str]:
-        env = {"EMBER_HOME": str(self.home), "EMBER_SERVER_URL": self.url,
-               "EMBER_TOKEN": self.token}
+        env = {
+            "EMBER_HOME": str(self.home),
+            "EMBER_SERVER_URL": self.url,
+            "EMBER_TOKEN": self.token,
+        }
         if self.url.startswith("https"):
             env["EMBER_CA_CERT"] = str(self.home / "tls" / "cert.pem")
         return env
@@ -87,19 +90,28 @@ class RunningServer:
         return [p for p in pids if alive(p)]
 
 
-def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False,
-                 extra_args: list[str] | None = None) -> RunningServer:
+def start_server(
+    home: Path,
+    port: int | None = None,
+    tls_self_signed: bool = False,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> RunningServer:
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, EMBER_HOME=str(home))
+    env = dict(os.environ, EMBER_HOME=str(home), **(extra_env or {}))
     env.pop("EMBER_SERVER_URL", None)
     env.pop("EMBER_TOKEN", None)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)]
-            + (["--tls-self-signed"] if tls_self_signed else []) + (extra_args or []),
-            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            + (["--tls-self-signed"] if tls_self_signed else [])
+            + (extra_args or []),
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     url = f"https://localhost:{port}" if tls_self_signed else f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -110,7 +122,8 @@ def start_server(home: Path, port: int | None = None, tls_self_signed: bool = Fa
             if tls_self_signed and not cert.exists():
                 raise httpx.ConnectError("certificate not written yet")
             verify: ssl.SSLContext | bool = (
-                ssl.create_default_context(cafile=cert) if tls_self_signed else True)
+                ssl.create_default_context(cafile=cert) if tls_self_signed else True
+            )
             if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 return RunningServer(process, url, home, log_path)
         except httpx.HTTPError:

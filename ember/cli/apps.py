@@ -55,12 +55,14 @@ def show(name: str, json: bool = typer.Option(False, "--json", help="Print JSON.
         print_json(app)
         return
     console.print(f"[bold]{app.name}[/bold]  {app.state}  version {app.version}")
-    table = Table("function", "kind", "methods", "replicas", "endpoint / next run")
+    table = Table("function", "kind", "methods", "resources", "replicas", "queued",
+                  "endpoint / next run")  # fmt: skip
     for f in app.functions:
         states = ", ".join(f"{n} {s}" for s, n in sorted(f.replicas.items())) or "0"
         extra = f.web_url or (f"next run {_when(f.next_run)}" if f.next_run else "")
+        kind = "class" if f.is_class else "function"
         table.add_row(
-            f.name, "class" if f.is_class else "function", ", ".join(f.methods), states, extra
+            f.name, kind, ", ".join(f.methods), f.resources or "", states, str(f.queued), extra
         )
     console.print(table)
 

@@ -1,8 +1,10 @@
 """`ember llm serve`: a private OpenAI-compatible endpoint for a model, in one command.
 
 It prepares the model (the default one is converted on first use), deploys `ember.llm.app` with
-the resolved config, creates an endpoint key and prints how to call it. Against a running server it
-returns after the deploy; otherwise it runs an embedded server until Ctrl-C.
+the resolved config and prints how to call it, with an endpoint key that it keeps (0600, in the
+data directory) so that every start prints the same one. Against a running server it returns after
+the deploy; otherwise it runs an embedded server until Ctrl-C, on a fixed port (so the URL stays
+the same) and with the client config written, so the rest of the CLI reaches it from any terminal.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
+from ember import wire
 from ember.cli.follow import BuildFollower, LogFollower
 from ember.cli.keys import create_key
 from ember.cli.output import console, err, friendly_errors
-from ember.cli.server import embedded_server, server_reachable, use_server
+from ember.cli.server import (
+    DEFAULT_PORT,
+    LOOPBACK,
+    PortUnavailable,
+    embedded_server,
+    server_reachable,
+    use_server,
+)
+from ember.config_file import write_private
 from ember.llm.config import ENV_VAR, ConfigError, LLMConfig
 from ember.llm.models import (
     DEFAULT_MODEL,
@@ -33,8 +45,10 @@ from ember.llm.models import (
     validate_model_folder,
 )
 from ember.sdk.app import App
+from ember.sdk.client import Client
 from ember.sdk.config import ClientSettings
 from ember.sdk.exceptions import NotFoundError
+from ember.sdk.synchronizer import run_sync
 from ember.sdk.volume import Volume
 
 cli = typer.Typer(
@@ -53,6 +67,15 @@ def serve(
     as_json: bool = typer.Option(
         False, "--json", help="Print base_url, api_key, model as JSON first."
     ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        help=f"With no server running: the embedded server's port (default: the client "
+        f"config's, else {DEFAULT_PORT}).",
+    ),
+    new_key: bool = typer.Option(
+        False, "--new-key", help="Replace the kept endpoint key (the old one is revoked)."
+    ),
 ) -> None:
     """Deploy an OpenAI-compatible endpoint for MODEL that scales to zero when idle."""
     overrides = {"model.name": model, "engine": engine, "app_name": name}
@@ -63,11 +86,28 @@ def serve(
     except (ConfigError, ModelError) as e:
         _fail(e, 2 if isinstance(e, ConfigError) else 1)
     if server_reachable(settings):
-        _deploy_and_print(config, as_json)
+        _deploy_and_print(config, settings.home, new_key, as_json)
         return
-    with embedded_server(settings.home) as embedded, use_server(embedded):
-        _deploy_and_print(config, as_json)
-        _serve_until_interrupted(config.app_name)
+    port, config_is_ours = _embedded_port(settings, port)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
+    try:
+        embedded = embedded_server(settings.home, port, write_client_config=config_is_ours)
+        with embedded as client_settings, use_server(client_settings):
+            _deploy_and_print(config, settings.home, new_key, as_json)
+            _serve_until_interrupted(config.app_name, client_settings, config_is_ours)
+    except PortUnavailable as e:
+        _fail(e, 1)
+    except KeyboardInterrupt:
+        pass  # during the deploy: the embedded server and its replicas are stopped already
+
+
+def _embedded_port(settings: ClientSettings, port: int | None) -> tuple[int, bool]:
+    """The embedded server's port, and whether it may write the client config: yes unless the
+    config names a server on another machine (one that does not answer now)."""
+    configured = urlsplit(settings.server_url) if settings.server_url else None
+    if configured is not None and configured.hostname not in LOOPBACK:
+        return port or DEFAULT_PORT, False
+    return port or (configured.port if configured else None) or DEFAULT_PORT, True
 
 
 def _fail(error: Exception, exit_code: int) -> NoReturn:
@@ -109,7 +149,7 @@ def _check_volume_model(name: str) -> None:
 
 
 @friendly_errors
-def _deploy_and_print(config: LLMConfig, as_json: bool) -> None:
+def _deploy_and_print(config: LLMConfig, home: Path, new_key: bool, as_json: bool) -> None:
     try:
         _check_volume_model(config.model.name)
     except ModelError as e:
@@ -117,23 +157,51 @@ def _deploy_and_print(config: LLMConfig, as_json: bool) -> None:
     app = _load_app(config)
     with BuildFollower(app), err.status(f"Deploying {app.name} ({config.engine} engine)..."):
         response = app.deploy()
-    key = create_key(app.name, "ember llm serve")
+    key_file = home / "endpoint-keys" / f"{app.name}.json"
+    api_key = _endpoint_key(key_file, app.name, new_key)
     base_url = response.urls["Server"].rstrip("/") + "/v1"
     model = config.served_model_name
     if as_json:
-        typer.echo(json.dumps({"base_url": base_url, "api_key": key.token, "model": model}))
+        typer.echo(json.dumps({"base_url": base_url, "api_key": api_key, "model": model}))
         sys.stdout.flush()
         return
     console.print(f"[green]✓[/green] Serving [bold]{model}[/bold] ({config.engine} engine)")
     console.print(f"  base URL: {base_url}", highlight=False)
     console.print(
-        f"  API key:  {key.token}  (shown once; `ember key list` shows its id)", highlight=False
+        f"  API key:  {api_key}  (kept in {key_file}; --new-key replaces it)", highlight=False
     )
     console.print(
         f"Scales to zero after {config.service.scaledown_window:g} s idle; the next request "
         "starts a replica.\n"
     )
-    console.print(_snippets(base_url, key.token, model), highlight=False, markup=False)
+    console.print(_snippets(base_url, api_key, model), highlight=False, markup=False)
+
+
+def _endpoint_key(path: Path, app: str, new: bool) -> str:
+    """The key kept in `path` while the server still honours it; otherwise, or with `new`, a new
+    one, kept from now on (the old one is revoked)."""
+    kept = _read_kept_key(path)
+    if kept is not None and _key_is_live(app, kept.id):
+        if not new:
+            return kept.token
+        run_sync(Client.from_settings().request("DELETE", f"/api/v1/keys/{kept.id}"))
+    key = create_key(app, "ember-llm-serve")
+    write_private(path, key.model_dump_json())
+    return key.token
+
+
+def _read_kept_key(path: Path) -> wire.TokenCreated | None:
+    try:
+        return wire.TokenCreated.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # none yet, or unreadable: a new one replaces it
+
+
+def _key_is_live(app: str, key_id: str) -> bool:
+    keys = run_sync(Client.from_settings().json("GET", "/api/v1/keys", params={"app": app}))
+    return any(
+        key.id == key_id and not key.revoked for key in map(wire.TokenInfo.model_validate, keys)
+    )
 
 
 def _load_app(config: LLMConfig) -> App:
@@ -160,12 +228,21 @@ print(reply.choices[0].message.content)
 """
 
 
-def _serve_until_interrupted(app_name: str) -> None:
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops as cleanly as Ctrl-C
-    err.print("[dim]Embedded server: Ctrl-C stops it and every replica.[/dim]")
+
+def _serve_until_interrupted(app_name: str, settings: ClientSettings, config_written: bool) -> None:
+    reach = (
+        f"`ember app show {app_name}` and the rest of the CLI reach it from other terminals"
+        if config_written
+        else "the client config names another server, so other terminals do not see this one"
+    )
+    err.print(
+        f"[dim]Embedded server on {settings.server_url}; {reach}. "
+        "Ctrl-C stops it and every replica.[/dim]",
+        highlight=False,
+    )
     try:
         with LogFollower(app_name):
             while True:

@@ -1,11 +1,14 @@
-"""`ember server`, and the embedded server that `ember run` starts when none is configured."""
+"""`ember server`, and the embedded server that `ember run` and `ember llm serve` start when none
+answers."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -14,17 +17,25 @@ from pathlib import Path
 import typer
 import uvicorn
 
-from ember.cli.output import console
+from ember.backends.base import Capabilities
+from ember.backends.gpus import GpuFlagError
+from ember.cli.output import console, err
 from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
+from ember.server.gateway.app import Gateway
+from ember.server.replicas.placement import describe_gpus
 from ember.server.settings import ServerSettings
+from ember.server.shutdown import BoundedServer, InFlight
 from ember.server.store.sql import SqlStore
 from ember.server.tls import self_signed
+
+DEFAULT_PORT = 8765
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def server(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
     home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
     database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
     domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
@@ -39,13 +50,40 @@ def server(
     tls_self_signed: bool = typer.Option(
         False, help="Serve HTTPS with a certificate made for localhost (kept in the home)."
     ),
+    max_buffered_bytes: int = typer.Option(
+        256 * 1024 * 1024,
+        help="Bytes of request bodies the gateway may hold at once, all requests together; "
+        "past it, 503 + Retry-After.",
+    ),
+    shutdown_grace: int = typer.Option(
+        30, help="Seconds that SIGTERM waits for calls and requests in flight; then they fail."
+    ),
+    gpus: str = typer.Option(
+        None,
+        help="GPUs replicas may use: 'none', indices ('0,1'), or declared ones ('H100:4', for "
+        "machines without them). Default: every GPU the driver reports.",
+    ),
+    gpu_fallback: str = typer.Option(
+        None, help="'cpu': run functions whose GPU this host lacks on the CPU, not refuse them."
+    ),
+    sandbox: bool = typer.Option(
+        True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
+    ),
+    park_for: float = typer.Option(3600.0, min=0, help="Seconds a parked replica is kept."),
+    max_parked: int = typer.Option(16, min=0, help="Parked replicas kept at most."),
+    parked_memory_fraction: float = typer.Option(
+        0.5, min=0, max=1, help="Share of host memory parked replicas may hold."
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
+    os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
     home = home or ember_home()
     if tls_self_signed:
         tls_cert, tls_key = self_signed(home / "tls", ["localhost", "127.0.0.1", host])
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if gpu_fallback not in (None, "cpu"):
+        raise typer.BadParameter("--gpu-fallback takes 'cpu' (or leave it out)")
     settings = ServerSettings(
         home=home,
         host=host,
@@ -57,36 +95,99 @@ def server(
         secret_key=os.environ.get("EMBER_SECRET_KEY"),
         max_queued_requests=max_queued_requests,
         client_timeout=client_timeout,
+        max_buffered_bytes=max_buffered_bytes,
+        shutdown_grace=shutdown_grace,
+        gpus=gpus,
+        gpu_fallback_cpu=gpu_fallback == "cpu",
+        sandbox=sandbox,
+        park_for=park_for,
+        max_parked=max_parked,
+        parked_memory_fraction=parked_memory_fraction,
     )
+    try:
+        sock = listen_socket(host, port)
+    except PortUnavailable as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        gateway = create_app(settings)
+    except GpuFlagError as exc:
+        raise typer.BadParameter(str(exc)) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")
     if tls_cert is not None:
         console.print(f"HTTPS with certificate {tls_cert}")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-    )
+    _print_capabilities(gateway.plane.capabilities, gpu_fallback_cpu=settings.gpu_fallback_cpu)
+    bounded_server(gateway, settings).run(sockets=[sock])
 
 
-def _free_port() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> None:
+    fallback = "; functions asking for GPUs it lacks run on the CPU" if gpu_fallback_cpu else ""
+    console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
+    if capabilities.isolation_missing is None:
+        console.print("Replicas: sandboxed (own network and PID namespaces)")
+    else:
+        console.print(
+            f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
+            "function runs one replica, on the host's port.[/yellow]"
+        )
+    forking = capabilities.forking_missing or "on (enable_memory_snapshot)"
+    parking = capabilities.checkpoint_missing
+    console.print(f"Cold starts: forked replicas {forking}; parked replicas "
+                  + ("free their GPU (CUDA checkpoint)" if parking is None
+                     else f"keep their GPU context ({parking})"))  # fmt: skip
+
+
+class PortUnavailable(Exception):
+    """The server cannot listen where it was asked to."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: any free one) for the server to listen on."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = (
+            "is in use by another program"
+            if exc.errno == errno.EADDRINUSE
+            else f"cannot be used ({exc.strerror})"
+        )
+        raise PortUnavailable(
+            f"port {port} on {host} {problem}; stop that program, or choose another port "
+            "with --port PORT"
+        ) from None
     return sock
 
 
+def bounded_server(gateway: Gateway, settings: ServerSettings) -> BoundedServer:
+    """The server's app under uvicorn, with a shutdown bounded by `settings.shutdown_grace`."""
+    app = InFlight(gateway, settings.shutdown_grace, lambda scope: gateway.route(scope) is not None)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_grace,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+    )
+    return BoundedServer(config, app)
+
+
 @contextlib.contextmanager
-def embedded_server(home: Path) -> Iterator[ClientSettings]:
-    """Run a server in a thread of this process for the duration of a command."""
-    sock = _free_port()
-    port = sock.getsockname()[1]
-    settings = ServerSettings(home=home, port=port, write_client_config=False)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+def embedded_server(
+    home: Path, port: int = 0, write_client_config: bool = False
+) -> Iterator[ClientSettings]:
+    """Run a server in a thread of this process for the duration of a command, on `port` (0: any
+    free one; PortUnavailable if it is taken). With `write_client_config`, other terminals find
+    it through $EMBER_HOME/config.toml while it runs."""
+    sock = listen_socket("127.0.0.1", port)
+    settings = ServerSettings(
+        home=home, port=sock.getsockname()[1], write_client_config=write_client_config
+    )
+    server = bounded_server(create_app(settings), settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -101,7 +202,7 @@ def embedded_server(home: Path) -> Iterator[ClientSettings]:
         store.revoke_token(token.id)
         store.close()
         server.should_exit = True
-        thread.join(timeout=60)
+        thread.join(timeout=settings.shutdown_grace + 60)
 
 
 def server_reachable(settings: ClientSettings) -> bool:
@@ -109,10 +210,12 @@ def server_reachable(settings: ClientSettings) -> bool:
         return False
     import httpx
 
+    verify = ssl.create_default_context(cafile=settings.ca_cert) if settings.ca_cert else True
     try:
-        return httpx.get(settings.server_url + "/healthz", timeout=2.0).status_code == 200
+        response = httpx.get(settings.server_url + "/healthz", timeout=2.0, verify=verify)
     except httpx.HTTPError:
         return False
+    return response.status_code == 200
 
 
 @contextlib.contextmanager

@@ -43,13 +43,16 @@ volumes = {model_volume[1]: ember.Volume.from_name(model_volume[0])} if model_vo
     timeout=3600,
     scaledown_window=config.service.scaledown_window,
     min_containers=config.service.min_containers,
+    enable_memory_snapshot=config.service.memory_snapshot,
+    gpu_snapshot=config.parks,
 )
 @ember.concurrent(max_inputs=config.service.max_concurrent_requests)
 class Server:
     engine: Engine
 
-    @ember.enter()
-    def start(self) -> None:
+    @ember.enter(snap=True)
+    def load(self) -> None:
+        """Once per template: imports and weights in host memory (never CUDA)."""
         if config.engine == "vllm":
             from ember.llm.engines.vllm import VllmEngine
 
@@ -58,6 +61,10 @@ class Server:
             from ember.llm.engines.builtin.client import BuiltinEngine
 
             self.engine = BuiltinEngine(config, on_death=end_replica)
+        self.engine.load()
+
+    @ember.enter()
+    def start(self) -> None:
         self.engine.start()
 
     @endpoint()
@@ -67,6 +74,15 @@ class Server:
         from ember.llm.serving import openai_app
 
         return openai_app(cast(TokenEngine, self.engine))
+
+    @ember.before_park()
+    async def sleep(self) -> None:
+        """Weights to host memory and the KV cache freed, so the GPU can be checkpointed."""
+        await self.engine.sleep()
+
+    @ember.after_restore()
+    async def wake(self) -> None:
+        await self.engine.wake_up()
 
     @ember.exit()
     def stop(self) -> None:

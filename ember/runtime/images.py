@@ -3,7 +3,9 @@
 An image whose Python version is the server's is layered over the server's own environment (a
 `.pth` file puts its site-packages after the image's), so Ember itself and its dependencies need
 no reinstall; its own packages come first. Builds happen in a scratch folder renamed into place
-on success, so a failed build leaves nothing to reuse; the log is kept either way.
+on success, so a failed build leaves nothing to reuse; the log is kept either way. Every path
+comes from ember/image_spec.py's rules and is resolved inside the build's own folders, so neither
+a hash nor a step's path (nor a link an earlier step made) can write outside them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ember.image_spec import ImageSpecError, check_hash, image_path
 
 CONTAINER_STEPS = {
     "apt_install": "apt_install",
@@ -51,14 +55,14 @@ class ImageBuilder:
         self.images_dir = images_dir
 
     def log_path(self, image_hash: str) -> Path:
-        return self.images_dir / f"{image_hash}.log"
+        return self.images_dir / f"{check_hash(image_hash)}.log"
 
     def built(self, image_hash: str) -> BuiltImage | None:
-        meta = self.images_dir / image_hash / "image.json"
+        root = self.images_dir / check_hash(image_hash)
+        meta = root / "image.json"
         if not meta.exists():
             return None
         data = json.loads(meta.read_text())
-        root = self.images_dir / image_hash
         return BuiltImage(
             root, root / "venv" / "bin" / "python", data["env"], root / data["workdir"]
         )
@@ -89,7 +93,7 @@ class ImageBuilder:
 
             try:
                 meta = _build_into(scratch, spec, emit)
-            except ImageBuildError as exc:
+            except (ImageBuildError, ImageSpecError) as exc:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise ImageBuildError(f"{exc}\nLast output:\n" + "\n".join(tail)) from None
         (scratch / "image.json").write_text(json.dumps(meta))
@@ -142,6 +146,14 @@ def _run(
         raise ImageBuildError(f"step failed (exit code {process.returncode}): {' '.join(command)}")
 
 
+def _inside(base: Path, relative: str) -> Path:
+    """`base/relative`, refused if a link (made by an earlier run_commands step) leads out."""
+    target, real_base = (base / relative).resolve(), base.resolve()
+    if target != real_base and real_base not in target.parents:
+        raise ImageBuildError(f"image path {relative!r} leads out of the image through a link")
+    return target
+
+
 def _build_into(scratch: Path, spec: dict[str, Any], emit: Log) -> dict[str, Any]:
     python, own = _python_for(spec["python_version"])
     venv, root, src = scratch / "venv", scratch / "fs", scratch / "src"
@@ -181,12 +193,13 @@ def _build_into(scratch: Path, spec: dict[str, Any], emit: Log) -> dict[str, Any
         elif kind == "env":
             env.update(step["variables"])
         elif kind == "workdir":
-            workdir = "fs/" + step["path"].lstrip("/")
-            (scratch / workdir).mkdir(parents=True, exist_ok=True)
+            folder = _inside(root, image_path(step["path"], root_ok=True))
+            folder.mkdir(parents=True, exist_ok=True)
+            workdir = str(folder.relative_to(scratch.resolve()))
         elif kind in ("files", "python_source"):
             base = src if kind == "python_source" else root
             for remote, data in step["files"].items():
-                target = base / remote.lstrip("/")
+                target = _inside(base, image_path(remote))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(base64.b64decode(data))
             emit(f"added {len(step['files'])} file(s)")

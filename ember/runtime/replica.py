@@ -1,155 +1,118 @@
-"""A replica process: import the user's code, run enter hooks, serve inputs, drain, run exit hooks.
+"""A replica process: `prepare()` the user's code once, then `serve()` it until SIGTERM.
 
-Started by a backend as `python -m ember.runtime.replica` with one environment variable,
-EMBER_REPLICA (a wire.ReplicaSettings), and an already-listening socket inherited as `listen_fd`.
-Health is served from the first moment (503 while enter hooks run, 200 once ready), so the
-server can tell a slow start from a stuck one. SIGTERM drains in-flight inputs, then runs @exit.
-Volumes are mounted (runtime/mounts.py) before the user's module is imported.
+Started by a backend as `python -m ember.runtime.replica` with two environment variables: the
+pool's ReplicaSpec (what to run) and this replica's ReplicaAssignment (who it is, where to
+listen, where to report). `prepare` mounts volumes, imports the user's module and runs the
+`@enter(snap=True)` hooks; `serve` starts the listener and the input threads, runs the other
+enter hooks and reports ready (or failed) on the status pipe. The split is where a template
+process can fork replicas (prepare once, serve many). SIGTERM drains in-flight inputs, then runs
+`@exit` hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import inspect
 import os
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import uvicorn
 
 from ember import wire
-from ember.runtime.mounts import mount_volumes
+from ember.process import die_with_parent
+from ember.runtime import phases
+from ember.runtime.app import ReplicaApp
+from ember.runtime.mounts import Mounts, mount_volumes
 from ember.runtime.user_code import UserCode, load_user_code
 from ember.runtime.volumes import VolumeError
-from ember.runtime.web import build_web_app, wait_for_port
-from ember.sdk.serialization import deserialize, error_frame, ok_frame
 
-INTERNAL_PREFIX = "/__ember/"
-Scope = dict[str, Any]
+STATUS_PREFIX = "EMBER-STATUS "  # how a status line looks on stdout when there is no status pipe
+KEEP_ALIVE = 120  # seconds; the server's pool drops idle connections well before this
 
 
-class Replica:
-    """The ASGI app of a replica: internal routes under /__ember/, the user's web app elsewhere."""
+@dataclass(frozen=True)
+class Prepared:
+    """The user's code imported and its snap hooks run: what `serve` needs, what a fork keeps."""
 
-    def __init__(self, settings: wire.ReplicaSettings, user: UserCode) -> None:
-        self.settings, self.user = settings, user
-        self.ready = False
-        self.web_app: Any = None
-        self._threads = ThreadPoolExecutor(
-            max_workers=settings.function.max_inputs, thread_name_prefix="ember-input"
-        )
-
-    async def start(self) -> None:
-        """Run enter hooks and start the web endpoint, then report ready; exit on failure."""
-        try:
-            await self.user.run_hooks(self.user.enter_hooks)
-            if self.settings.function.web is not None and self.user.web_factory is not None:
-                self.web_app = await build_web_app(
-                    self.settings.function.web, self.user.web_factory
-                )
-                if self.settings.function.web.kind == "web_server":
-                    await wait_for_port(self.settings.function.web)
-        except BaseException:  # noqa: BLE001 - any startup failure ends the replica, loudly
-            traceback.print_exc()
-            print("replica startup failed; exiting", file=sys.stderr, flush=True)
-            os._exit(1)
-        self.ready = True
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(INTERNAL_PREFIX):
-            await self._internal(path[len(INTERNAL_PREFIX) :], scope, receive, send)
-        elif self.web_app is not None and scope["type"] in ("http", "websocket"):
-            await self.web_app(scope, receive, send)
-        elif scope["type"] == "http":
-            await _respond(send, 404, b"not a web endpoint", "text/plain")
-
-    async def _internal(self, route: str, scope: Scope, receive: Any, send: Any) -> None:
-        if route == "health":
-            status = 200 if self.ready else 503
-            await _respond(send, status, b"ready" if self.ready else b"starting", "text/plain")
-            return
-        if route == "inputs" and scope["method"] == "POST":
-            body = await _read_body(receive)
-            method = _query_value(scope, "method")
-            outputs = await self.run_inputs(method, wire.unpack_frames(body))
-            await _respond(send, 200, wire.pack_frames(outputs), wire.PICKLE_CONTENT_TYPE)
-            return
-        await _respond(send, 404, b"unknown internal route", "text/plain")
-
-    async def run_inputs(self, method: str | None, inputs: list[bytes]) -> list[bytes]:
-        """Run a batch of inputs that the server sent in one slot, one after the other."""
-        try:
-            fn = self.user.get(method)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, replica keeps serving
-            return [wire.platform_error_frame("NotFoundError", str(exc))] * len(inputs)
-        if inspect.iscoroutinefunction(fn):
-            return [await _run_async(fn, payload) for payload in inputs]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, _run_sync_batch, fn, inputs)
-
-    async def shutdown(self) -> None:
-        await self.user.run_hooks(self.user.exit_hooks)
-        self._threads.shutdown(wait=False, cancel_futures=True)
+    spec: wire.ReplicaSpec
+    user: UserCode
 
 
-def _run_sync_batch(fn: Any, inputs: list[bytes]) -> list[bytes]:
-    outputs = []
-    for payload in inputs:
-        try:
-            args, kwargs = deserialize(payload, "the function's arguments")
-            outputs.append(ok_frame(fn(*args, **kwargs)))
-        except Exception as exc:  # noqa: BLE001 - user errors travel back to the caller
-            outputs.append(error_frame(exc))
-    return outputs
+async def prepare(
+    spec: wire.ReplicaSpec, check_hook: Callable[[str], None] | None = None
+) -> Prepared:
+    """Import the user's module, bind the class, run the `@enter(snap=True)` hooks (each checked
+    by `check_hook(name)` after it ran: a template refuses CUDA there)."""
+    with phases.timed("imports"):
+        user = load_user_code(spec)
+    with phases.timed("snap hooks"):
+        for hook in user.snap_hooks:
+            await user.run_hooks([hook])
+            if check_hook is not None:
+                check_hook(getattr(hook, "__qualname__", repr(hook)))
+    return Prepared(spec, user)
 
 
-async def _run_async(fn: Any, payload: bytes) -> bytes:
+async def serve(prepared: Prepared, assignment: wire.ReplicaAssignment, mounts: Mounts) -> None:
+    """Listen, run the remaining enter hooks, report ready; return after SIGTERM and @exit."""
+    app = ReplicaApp(prepared.spec.function, prepared.user)
+    listener = _listener(assignment)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        timeout_graceful_shutdown=int(prepared.spec.graceful_shutdown),
+    )  # fmt: skip
+    server = _ReplicaServer(config)
+    starting = asyncio.ensure_future(_start(app, assignment, listener.getsockname()[1]))
     try:
-        args, kwargs = deserialize(payload, "the function's arguments")
-        return ok_frame(await fn(*args, **kwargs))
-    except Exception as exc:  # noqa: BLE001
-        return error_frame(exc)
+        await server.serve(sockets=[listener])  # returns after SIGTERM, once inputs finished
+    finally:
+        starting.cancel()
+        await app.shutdown()
+        mounts.unmount()
 
 
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+async def _start(app: ReplicaApp, assignment: wire.ReplicaAssignment, port: int) -> None:
+    """Enter hooks while health answers 503; a failure ends the replica, loudly."""
+    try:
+        await app.start()
+    except asyncio.CancelledError:
+        raise  # SIGTERM while starting: shut down normally, @exit hooks included
+    except BaseException as exc:  # noqa: BLE001 - any startup failure ends the replica
+        traceback.print_exc()
+        report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
+        print("replica startup failed; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+    report(assignment, wire.ReplicaStatus(state="ready", port=port, phases=phases.take()))
 
 
-async def _respond(send: Any, status: int, body: bytes, content_type: str) -> None:
-    headers = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _listener(assignment: wire.ReplicaAssignment) -> socket.socket:
+    # A socket object of the inherited fd (uvicorn's own `fd=` assumes a UNIX socket, which
+    # leaves Nagle on: 40 ms per small response on TCP).
+    if assignment.listen_fd >= 0:
+        return socket.socket(fileno=assignment.listen_fd)
+    listener = socket.create_server((assignment.bind_host, 0), backlog=1024)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
 
 
-def _query_value(scope: Scope, key: str) -> str | None:
-    for part in scope.get("query_string", b"").decode().split("&"):
-        name, _, value = part.partition("=")
-        if name == key:
-            return str(value)
-    return None
+def report(assignment: wire.ReplicaAssignment, status: wire.ReplicaStatus) -> None:
+    """Tell the backend how the start went: one JSON line on the status pipe (or stdout)."""
+    line = status.model_dump_json() + "\n"
+    if assignment.status_fd >= 0:
+        with contextlib.suppress(OSError):  # the backend is gone; SIGTERM follows
+            os.write(assignment.status_fd, line.encode())
+    else:
+        print(STATUS_PREFIX + line, end="", flush=True)
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM us if the server dies, so no replica outlives it."""
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
 
 
 class _ReplicaServer(uvicorn.Server):
@@ -161,55 +124,56 @@ class _ReplicaServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: wire.ReplicaSettings) -> None:
+async def _main(spec: wire.ReplicaSpec, assignment: wire.ReplicaAssignment) -> None:
     # Volumes first: the user's module may read them as it is imported.
-    mounts = mount_volumes(settings.volume_root, settings.replica_id, settings.function.volumes)
+    mounts = mount_volumes(spec.volume_root, assignment.replica_id, spec.function.volumes)
     try:
-        await _serve(settings)
-    finally:
+        prepared = await prepare(spec)
+    except BaseException:
         mounts.unmount()
+        raise
+    await serve(prepared, assignment, mounts)
 
 
-async def _serve(settings: wire.ReplicaSettings) -> None:
-    user = load_user_code(settings)
-    replica = Replica(settings, user)
-    config = uvicorn.Config(
-        replica,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=int(settings.graceful_shutdown),
-        access_log=False,
-    )
-    server = _ReplicaServer(config)
-    starting = asyncio.ensure_future(replica.start())
-    # A socket object of the inherited fd (uvicorn's own `fd=` assumes a UNIX socket, which
-    # leaves Nagle on: 40 ms per small response on TCP).
-    listener = socket.socket(fileno=settings.listen_fd)
-    await server.serve(sockets=[listener])  # returns after SIGTERM, once inputs have finished
-    starting.cancel()
-    await replica.shutdown()
+def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
+    """In a sandbox, the backend connects our network namespace once we say we started."""
+    if assignment.network_fd >= 0:
+        report(assignment, wire.ReplicaStatus(state="started"))
+        os.read(assignment.network_fd, 1)
+        os.close(assignment.network_fd)
+
+
+def boot() -> tuple[wire.ReplicaSpec, wire.ReplicaAssignment]:
+    """What every replica (and template) process does first: read its two messages, die with
+    its parent, wait for its network, and point nested calls at the server."""
+    spec = wire.ReplicaSpec.model_validate_json(os.environ.pop(wire.SPEC_ENV))
+    assignment = wire.ReplicaAssignment.model_validate_json(os.environ.pop(wire.ASSIGNMENT_ENV))
+    die_with_parent()
+    wait_for_network(assignment)
+    # Nested calls (`other_function.remote()` inside user code) reach the same server.
+    os.environ["EMBER_SERVER_URL"] = spec.server_url
+    os.environ["EMBER_TOKEN"] = assignment.token
+    if spec.ca_cert:
+        os.environ["EMBER_CA_CERT"] = spec.ca_cert
+    return spec, assignment
 
 
 def main() -> None:
-    settings = wire.ReplicaSettings.model_validate_json(os.environ["EMBER_REPLICA"])
-    die_with_parent()
-    # Nested calls (`other_function.remote()` inside user code) reach the same server.
-    os.environ["EMBER_SERVER_URL"] = settings.server_url
-    os.environ["EMBER_TOKEN"] = settings.token
-    if settings.ca_cert:
-        os.environ["EMBER_CA_CERT"] = settings.ca_cert
+    spec, assignment = boot()
     print(
-        f"replica {settings.replica_id} of {settings.app_name}.{settings.function.name} "
-        f"(v{settings.version}) starting",
+        f"replica {assignment.replica_id} of {spec.app_name}.{spec.function.name} "
+        f"(v{spec.version}) starting",
         flush=True,
     )
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(_main(spec, assignment))
     except VolumeError as exc:  # a volume deleted since the deploy, say: the message says it all
         print(f"cannot mount volumes: {exc}", file=sys.stderr, flush=True)
+        report(assignment, wire.ReplicaStatus(state="failed", message=str(exc)))
         sys.exit(1)
-    except Exception:  # noqa: BLE001 - import errors and the like: print, then fail the replica
+    except Exception as exc:  # noqa: BLE001 - import errors and the like: print, then fail
         traceback.print_exc()
+        report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         sys.exit(1)
 
 

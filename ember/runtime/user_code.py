@@ -24,8 +24,11 @@ class UserCode:
 
     spec: wire.FunctionSpec
     callables: dict[str, Callable[..., Any]]  # method name ("" for a plain function) -> callable
-    enter_hooks: list[Callable[[], Any]] = field(default_factory=list)
+    snap_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @enter(snap=True)
+    enter_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @enter(snap=False)
     exit_hooks: list[Callable[[], Any]] = field(default_factory=list)
+    park_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @before_park
+    restore_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @after_restore
     web_factory: Callable[[], Any] | None = None  # returns the ASGI/WSGI app or starts a server
 
     def get(self, method: str | None) -> Callable[..., Any]:
@@ -51,34 +54,36 @@ def find_app(module: Any, declared_name: str) -> App:
     return apps[0]
 
 
-def load_user_code(settings: wire.ReplicaSettings) -> UserCode:
-    if settings.source_dir and settings.source_dir not in sys.path:
-        sys.path.insert(0, settings.source_dir)
-    module = importlib.import_module(settings.module)
-    app = find_app(module, settings.declared_name)
-    app.deployed_name = settings.app_name
-    handle = app.registered_functions.get(settings.function.name)
+def load_user_code(spec: wire.ReplicaSpec) -> UserCode:
+    """Import the user's module and bind what the replica serves (no hook runs yet)."""
+    if spec.source_dir and spec.source_dir not in sys.path:
+        sys.path.insert(0, spec.source_dir)
+    module = importlib.import_module(spec.module)
+    app = find_app(module, spec.declared_name)
+    app.deployed_name = spec.app_name
+    handle = app.registered_functions.get(spec.function.name)
     if isinstance(handle, Function):
         raw = handle.get_raw_f()
-        web = raw if settings.function.web else None
-        return UserCode(settings.function, {"": raw}, web_factory=web)
+        web = raw if spec.function.web else None
+        return UserCode(spec.function, {"": raw}, web_factory=web)
     if isinstance(handle, Cls):
-        return _class_code(settings, handle)
-    raise NotFoundError(
-        f"app {settings.declared_name!r} has no function {settings.function.name!r}"
-    )
+        return _class_code(spec, handle)
+    raise NotFoundError(f"app {spec.declared_name!r} has no function {spec.function.name!r}")
 
 
-def _class_code(settings: wire.ReplicaSettings, handle: Cls) -> UserCode:
+def _class_code(spec: wire.ReplicaSpec, handle: Cls) -> UserCode:
     user_cls = handle.get_user_cls()
-    obj = instantiate(user_cls, decode_params(settings.params))
+    obj = instantiate(user_cls, decode_params(spec.params))
     partials = class_partials(user_cls)
     callables = {name: getattr(obj, name) for name, p in partials.items() if p.is_method}
     web_methods = [getattr(obj, name) for name, p in partials.items() if p.web]
     return UserCode(
-        settings.function,
+        spec.function,
         callables,
-        enter_hooks=hooks(obj, partials, snap=True) + hooks(obj, partials, snap=False),
-        exit_hooks=hooks(obj, partials, exit_hooks=True),
+        snap_hooks=hooks(obj, partials, "snap"),
+        enter_hooks=hooks(obj, partials, "enter"),
+        exit_hooks=hooks(obj, partials, "exit"),
+        park_hooks=hooks(obj, partials, "before_park"),
+        restore_hooks=hooks(obj, partials, "after_restore"),
         web_factory=web_methods[0] if web_methods else None,
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import stat
 import time
@@ -30,9 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from ember import names
+
 T = TypeVar("T")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 READ_ATTEMPTS = 5  # reads restart on the new HEAD when a commit prunes theirs
 
 
@@ -55,12 +55,10 @@ class AlreadyExists(VolumeError):
 
 
 def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise VolumeError(
-            f"invalid volume name {name!r}: use letters, digits, '-', '_' and '.', at most 64, "
-            "starting with a letter or digit"
-        )
-    return name
+    try:
+        return names.check_name("volume", name)
+    except names.InvalidName as exc:
+        raise VolumeError(str(exc)) from None
 
 
 def volume_path(path: str) -> str:
@@ -119,25 +117,32 @@ class VolumeTree:
     def commit(self, build: Callable[[Path], None]) -> str:
         """Make `build(folder)` (which creates `folder`) the new HEAD; returns its id."""
         self.head()  # a deleted volume fails here, clearly
-        staging = self.dir / "staging" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging = self.dir / "staging" / uuid.uuid4().hex[:12]
+        alive = staging.with_suffix(".lock")  # held while we build: how pruning tells us alive
         try:
             staging.parent.mkdir(exist_ok=True)
-            build(staging)
-            _fsync_tree(staging)
-            with self._locked():
-                previous = self.head()
-                snapshot_id = _new_id()
-                os.rename(staging, self.snapshots / snapshot_id)
-                _fsync_dir(self.snapshots)
-                self._write_head(snapshot_id)
-                doomed = self._prunable(keep={snapshot_id, previous})
+            with _held(alive):
+                build(staging)
+                _fsync_tree(staging)
+                with self._locked():
+                    previous = self.head()
+                    snapshot_id = _new_id()
+                    os.rename(staging, self.snapshots / snapshot_id)
+                    _fsync_dir(self.snapshots)
+                    self._write_head(snapshot_id)
+                    doomed = self._prunable(keep={snapshot_id, previous})
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(exc, FileNotFoundError) and not self.exists():
                 raise not_found(self.name) from None  # deleted while we built
             raise
+        finally:
+            alive.unlink(missing_ok=True)
         for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         return snapshot_id
 
     def checkout(self, dest: Path) -> str:
@@ -173,12 +178,12 @@ class VolumeTree:
         _fsync_dir(self.dir)
 
     def _prunable(self, keep: set[str]) -> list[Path]:
-        """Old snapshots, and staging folders of processes that died mid-commit."""
+        """Old snapshots, and staging folders of processes that died mid-commit (their lock is
+        free: process ids cannot tell, as every sandboxed replica has the same one in its own)."""
         doomed = [p for p in self.snapshots.iterdir() if p.name not in keep]
-        for staging in (self.dir / "staging").iterdir():
-            pid = staging.name.split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                doomed.append(staging)
+        for lock in (self.dir / "staging").glob("*.lock"):
+            if _abandoned(lock):
+                doomed += [lock, lock.with_suffix("")]
         return doomed
 
 
@@ -195,13 +200,26 @@ def _new_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def _alive(pid: int) -> bool:
+@contextlib.contextmanager
+def _held(lock: Path) -> Iterator[None]:
+    """An exclusive flock on `lock` while the block runs; the kernel frees it if we die."""
+    import fcntl
+
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _abandoned(lock: Path) -> bool:
+    import fcntl
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with lock.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # its commit is under way
+    except OSError:
         return False
-    except PermissionError:
-        return True
     return True
 
 

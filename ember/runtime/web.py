@@ -31,18 +31,24 @@ async def build_web_app(spec: wire.WebEndpointSpec, factory: Callable[[], Any]) 
     return None  # web_server: the function started a server on spec.port
 
 
-async def wait_for_port(spec: wire.WebEndpointSpec, host: str = "127.0.0.1") -> None:
-    """Wait until something accepts connections on the web_server's port."""
+async def port_open(port: int | None, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on `port` (in this replica's network namespace)."""
+    try:
+        async with asyncio.timeout(2.0):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def wait_for_port(spec: wire.WebEndpointSpec) -> None:
+    """Wait until the web_server's own process accepts connections on its port."""
     deadline = time.monotonic() + spec.startup_timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection(host, spec.port)
-            writer.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"web_server did not listen on port {spec.port} within "
-                    f"{spec.startup_timeout:.0f} s (startup_timeout)"
-                ) from None
-            await asyncio.sleep(0.1)
+    while not await port_open(spec.port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"web_server did not listen on port {spec.port} within "
+                f"{spec.startup_timeout:.0f} s (startup_timeout)"
+            )
+        await asyncio.sleep(0.1)

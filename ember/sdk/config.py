@@ -11,12 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ember import wire
 from ember.config_file import read_config_file
 
 
 def in_replica() -> bool:
     """True inside a replica process, where the user's module is imported a second time."""
-    return "EMBER_REPLICA" in os.environ
+    return wire.REPLICA_ID_ENV in os.environ
 
 
 def ember_home(environ: dict[str, str] | None = None) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ember import wire
@@ -106,34 +106,28 @@ class Function:
         return FunctionCall(wire.SpawnResponse.model_validate(response.json()).call_id)
 
     @live
-    async def map(
+    def map(
         self,
         *iterables: Iterable[Any],
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Run over zipped inputs in parallel; yields results (in input order by default)."""
         arg_tuples = zip(*iterables, strict=False)
-        async for value in self._map_args(
-            arg_tuples, kwargs or {}, order_outputs, return_exceptions
-        ):
-            yield value
+        return self._map_args(arg_tuples, kwargs or {}, order_outputs, return_exceptions)
 
     @live
-    async def starmap(
+    def starmap(
         self,
         input_iterator: Iterable[tuple[Any, ...]],
         *,
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Like `map`, with each item unpacked as the positional arguments."""
-        async for value in self._map_args(
-            iter(input_iterator), kwargs or {}, order_outputs, return_exceptions
-        ):
-            yield value
+        return self._map_args(iter(input_iterator), kwargs or {}, order_outputs, return_exceptions)
 
     @live
     async def for_each(
@@ -154,7 +148,9 @@ class Function:
         kwargs: dict[str, Any],
         order_outputs: bool,
         return_exceptions: bool,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
+        """Results as their chunks come back. Closing it early (a `break` in the caller's loop)
+        cancels the chunk requests under way; the server then drops their unstarted inputs."""
         chunks = _chunked(
             (serialize((tuple(args), kwargs), "a map input") for args in arg_tuples), MAP_CHUNK
         )
@@ -163,36 +159,38 @@ class Function:
         next_to_yield = 0
         exhausted = False
         index = 0
-        while not exhausted or pending or done:
-            while not exhausted and len(pending) < MAP_REQUESTS_IN_FLIGHT:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    exhausted = True
-                    break
-                pending[index] = asyncio.ensure_future(self._post_inputs("map", chunk))
-                index += 1
-            if pending:
-                finished, _ = await asyncio.wait(
-                    pending.values(), return_when=asyncio.FIRST_COMPLETED
-                )
-                for i, task in list(pending.items()):
-                    if task in finished:
-                        done[i] = pending.pop(i).result()
-            ready = sorted(done) if not order_outputs else []
-            while order_outputs and next_to_yield in done:
-                ready.append(next_to_yield)
-                next_to_yield += 1
-            for i in ready:
-                for frame in done.pop(i):
-                    try:
-                        value = outcome_value(frame)
-                    except Exception as exc:
-                        if not return_exceptions:
-                            for task in pending.values():
-                                task.cancel()
-                            raise
-                        value = exc
-                    yield value
+        try:
+            while not exhausted or pending or done:
+                while not exhausted and len(pending) < MAP_REQUESTS_IN_FLIGHT:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    pending[index] = asyncio.ensure_future(self._post_inputs("map", chunk))
+                    index += 1
+                if pending:
+                    finished, _ = await asyncio.wait(
+                        pending.values(), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for i, task in list(pending.items()):
+                        if task in finished:
+                            done[i] = pending.pop(i).result()
+                ready = sorted(done) if not order_outputs else []
+                while order_outputs and next_to_yield in done:
+                    ready.append(next_to_yield)
+                    next_to_yield += 1
+                for i in ready:
+                    for frame in done.pop(i):
+                        try:
+                            value = outcome_value(frame)
+                        except Exception as exc:
+                            if not return_exceptions:
+                                raise
+                            value = exc
+                        yield value
+        finally:
+            for task in pending.values():
+                task.cancel()
 
 
 def _chunked(items: Iterable[bytes], size: int) -> Any:

@@ -9,12 +9,11 @@ refused at deploy time there, with the name of the backend that supports them.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from ember.image_spec import ImageSpecError, image_hash, image_path
 from ember.sdk.config import in_replica
 from ember.sdk.exceptions import InvalidError
 
@@ -69,10 +68,12 @@ class Image:
         return self._with("env", variables=dict(variables))
 
     def workdir(self, path: str) -> Image:
+        _inside_image(path, root_ok=True)
         return self._with("workdir", path=path)
 
     def add_local_file(self, local_path: str | Path, remote_path: str) -> Image:
         local = Path(local_path)
+        _inside_image(remote_path)
         if in_replica():
             return self  # its contents are already in the image the replica runs in
         if not local.is_file():
@@ -81,6 +82,7 @@ class Image:
 
     def add_local_dir(self, local_path: str | Path, remote_path: str) -> Image:
         local = Path(local_path)
+        _inside_image(remote_path, root_ok=True)
         if in_replica():
             return self
         if not local.is_dir():
@@ -114,15 +116,17 @@ class Image:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(
-            json.dumps(self.to_spec(hashed=False), sort_keys=True).encode()
-        ).hexdigest()
+        return image_hash(self.python_version, list(self.steps))
 
-    def to_spec(self, hashed: bool = True) -> dict[str, Any]:
-        spec: dict[str, Any] = {"python_version": self.python_version, "steps": list(self.steps)}
-        if hashed:
-            spec["hash"] = self.hash
-        return spec
+    def to_spec(self) -> dict[str, Any]:
+        return {"python_version": self.python_version, "steps": list(self.steps), "hash": self.hash}
+
+
+def _inside_image(path: str, root_ok: bool = False) -> None:
+    try:
+        image_path(path, root_ok=root_ok)
+    except ImageSpecError as exc:
+        raise InvalidError(str(exc)) from None
 
 
 def _flatten(items: tuple[str | list[str], ...]) -> list[str]:

@@ -1,21 +1,35 @@
 """Validate the options of `@app.function` / `@app.cls` into a FunctionSpec.
 
-Options whose machinery lands later (gpu, snapshots) are validated and stored now, so apps
+The rules a spec's values follow live in ember/spec_checks.py, which the server applies again on
+deploy; this module turns Python options into a spec and reports what is wrong at decoration
+time. Options whose machinery lands later (gpu, snapshots) are validated and stored now, so apps
 written today keep deploying as that machinery arrives.
 """
 
 from __future__ import annotations
 
-import re
+import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from ember import wire
+from ember.resources import ResourceError, parse_gpu
 from ember.runtime.mounts import check_mount_path
 from ember.runtime.volumes import VolumeError
 from ember.sdk.exceptions import InvalidError
 from ember.sdk.schedule import Schedule
+from ember.spec_checks import SpecError, check_function_spec
+
+# Every option `@app.function` / `@app.cls` take, besides Modal's deprecated names below.
+OPTIONS = frozenset({
+    "image", "gpu", "cpu", "memory", "timeout", "retries", "secrets", "volumes",
+    "min_containers", "max_containers", "buffer_containers", "scaledown_window",
+    "enable_memory_snapshot", "gpu_snapshot", "experimental_options", "schedule", "max_inputs",
+})  # fmt: skip
+EXPERIMENTAL_OPTIONS = frozenset({"enable_gpu_snapshot"})
 
 # Modal's older option names -> today's names.
 DEPRECATED_OPTIONS = {
@@ -24,8 +38,6 @@ DEPRECATED_OPTIONS = {
     "container_idle_timeout": "scaledown_window",
     "allow_concurrent_inputs": "max_inputs",
 }
-
-_GPU = re.compile(r"^(any|t4|l4|a10g?|a100(-40gb|-80gb)?|l40s|h100!?|h200|b200)(:[1-8])?$", re.I)
 
 
 @dataclass(frozen=True)
@@ -63,19 +75,12 @@ def _retry_policy(retries: int | Retries | None) -> wire.RetryPolicy:
         raise InvalidError("retries must be an int or ember.Retries(max_retries=...)")
     if isinstance(retries, int):
         retries = Retries(max_retries=retries, initial_delay=0.0)
-    if not 0 <= retries.max_retries <= 10:
-        raise InvalidError("retries must be between 0 and 10")
     return wire.RetryPolicy(
         max_retries=retries.max_retries,
         backoff_coefficient=retries.backoff_coefficient,
         initial_delay=retries.initial_delay,
         max_delay=retries.max_delay,
     )
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise InvalidError(f"{name} must be positive, got {value!r}")
 
 
 def _named(objects: Any, what: str) -> list[str]:
@@ -114,48 +119,87 @@ def build_spec(
 ) -> wire.FunctionSpec:
     """Check every option and return the spec the server stores."""
     o = options
-    for key in ("cpu", "memory", "timeout", "scaledown_window"):
-        _positive(key, o.get(key))
-    gpu = o.get("gpu")
-    if gpu is not None and not (isinstance(gpu, str) and _GPU.match(gpu)):
-        raise InvalidError(
-            f"unknown gpu {gpu!r}: use a type such as 'any', 'A100', 'H100' or 'H100:2' for two"
-        )
-    min_c, max_c, buffer_c = (
-        o.get("min_containers") or 0,
-        o.get("max_containers"),
-        o.get("buffer_containers") or 0,
-    )
-    if min_c < 0 or buffer_c < 0 or (max_c is not None and max_c < 1):
-        raise InvalidError("min_containers and buffer_containers must be >= 0, max_containers >= 1")
-    if max_c is not None and min_c > max_c:
-        raise InvalidError(f"min_containers ({min_c}) cannot exceed max_containers ({max_c})")
+    _check_types(o)
     if o.get("max_inputs") is not None:
         max_inputs = int(o["max_inputs"])
+    image, schedule, gpu = o.get("image"), o.get("schedule"), o.get("gpu")
+    fields = {
+        "name": name,
+        "is_class": is_class,
+        "methods": methods or [],
+        "web": web,
+        "image": image.to_spec() if image is not None and hasattr(image, "to_spec") else None,
+        "gpu": gpu,
+        "cpu": o.get("cpu"),
+        "memory": o.get("memory"),
+        "timeout": _given(o, "timeout", 300.0),
+        "retries": _retry_policy(o.get("retries")),
+        "secrets": _named(o.get("secrets"), "secrets"),
+        "volumes": _mounts(o.get("volumes") or {}),
+        "min_containers": o.get("min_containers") or 0,
+        "max_containers": o.get("max_containers"),
+        "buffer_containers": o.get("buffer_containers") or 0,
+        "scaledown_window": _given(o, "scaledown_window", 60.0),
+        "enable_memory_snapshot": bool(o.get("enable_memory_snapshot")),
+        "gpu_snapshot": _gpu_snapshot(o),
+        "schedule": schedule.to_spec() if schedule else None,
+        "max_inputs": max_inputs or 1,
+        "target_inputs": target_inputs,
+    }
+    try:
+        spec = wire.FunctionSpec(**fields)
+        check_function_spec(spec)
+    except (SpecError, ValidationError) as exc:
+        raise InvalidError(_first_error(exc)) from None
+    return spec
+
+
+def _gpu_snapshot(o: dict[str, Any]) -> bool:
+    """`gpu_snapshot=True`, or Modal's `experimental_options={"enable_gpu_snapshot": True}`."""
+    experimental = o.get("experimental_options") or {}
+    if not isinstance(experimental, dict):
+        raise InvalidError(
+            "experimental_options must be a dict, e.g. {'enable_gpu_snapshot': True}"
+        )
+    unknown = sorted(set(experimental) - EXPERIMENTAL_OPTIONS)
+    if unknown:
+        raise InvalidError(
+            f"unknown experimental option {unknown[0]!r}; known: {', '.join(EXPERIMENTAL_OPTIONS)}"
+        )
+    return bool(o.get("gpu_snapshot") or experimental.get("enable_gpu_snapshot"))
+
+
+def check_option_names(options: dict[str, Any]) -> None:
+    """Refuse a misspelt option at once (it would otherwise do nothing, silently)."""
+    for name in options:
+        if name not in OPTIONS and name not in DEPRECATED_OPTIONS:
+            close = difflib.get_close_matches(name, sorted(OPTIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidError(
+                f"unknown option {name!r}{hint} Options: {', '.join(sorted(OPTIONS))}"
+            )
+
+
+def _check_types(o: dict[str, Any]) -> None:
+    gpu = o.get("gpu")
+    try:
+        parse_gpu(gpu)
+    except ResourceError as exc:
+        raise InvalidError(str(exc)) from None
     schedule = o.get("schedule")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise InvalidError("schedule must be ember.Cron(...) or ember.Period(...)")
-    volumes = _mounts(o.get("volumes") or {})
-    image = o.get("image")
-    return wire.FunctionSpec(
-        name=name,
-        is_class=is_class,
-        methods=methods or [],
-        web=web,
-        image=image.to_spec() if image is not None and hasattr(image, "to_spec") else None,
-        gpu=gpu,
-        cpu=o.get("cpu"),
-        memory=o.get("memory"),
-        timeout=o.get("timeout") or 300.0,
-        retries=_retry_policy(o.get("retries")),
-        secrets=_named(o.get("secrets"), "secrets"),
-        volumes=volumes,
-        min_containers=min_c,
-        max_containers=max_c,
-        buffer_containers=buffer_c,
-        scaledown_window=o.get("scaledown_window") or 60.0,
-        enable_memory_snapshot=bool(o.get("enable_memory_snapshot")),
-        schedule=schedule.to_spec() if schedule else None,
-        max_inputs=max_inputs or 1,
-        target_inputs=target_inputs,
-    )
+
+
+def _first_error(exc: SpecError | ValidationError) -> str:
+    if isinstance(exc, SpecError):
+        return str(exc)
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"])
+    return f"{field}: {error['msg']}, got {error.get('input')!r}"
+
+
+def _given(options: dict[str, Any], key: str, default: float) -> Any:
+    """The option as given (0 included, so the rules can refuse it), or the default."""
+    value = options.get(key)
+    return default if value is None else value

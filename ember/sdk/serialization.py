@@ -55,10 +55,29 @@ def ok_frame(value: Any) -> bytes:
 def error_frame(exc: BaseException) -> bytes:
     tb = "".join(traceback.format_exception(exc))
     try:
-        body = cloudpickle.dumps((exc, tb, repr(exc)))
+        pickled: _PickledException | None = _PickledException(cloudpickle.dumps(exc))
     except Exception:  # noqa: BLE001 - the exception itself may not pickle; keep its text
-        body = cloudpickle.dumps((None, tb, repr(exc)))
-    return bytes([wire.Outcome.USER_ERROR]) + bytes(body)
+        pickled = None
+    return bytes([wire.Outcome.USER_ERROR]) + bytes(cloudpickle.dumps((pickled, tb, repr(exc))))
+
+
+class _PickledException:
+    """An exception pickled apart from its traceback text: unpickling it yields None where the
+    caller cannot import the exception's class, so the remote traceback still gets through."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return _exception_or_none, (self.data,)
+
+
+def _exception_or_none(data: bytes) -> BaseException | None:
+    try:
+        exc = cloudpickle.loads(data)
+    except Exception:  # noqa: BLE001 - e.g. the exception's class is not importable here
+        return None
+    return exc if isinstance(exc, BaseException) else None
 
 
 def outcome_value(frame: bytes) -> Any:
@@ -69,7 +88,7 @@ def outcome_value(frame: bytes) -> Any:
     if kind == wire.Outcome.USER_ERROR:
         try:
             exc, tb, text = cloudpickle.loads(body)
-        except Exception:  # noqa: BLE001 - e.g. the exception's class is not importable here
+        except Exception:  # noqa: BLE001 - a frame of an older Ember, whose class is missing here
             exc, tb, text = None, "", "remote exception (its class is not importable here)"
         if exc is None:
             raise RemoteError(f"{text}\n\nRemote traceback:\n{tb}")

@@ -1,7 +1,8 @@
 """The thin sync face over the SDK's async core: one background loop, `.aio` for async callers.
 
-Handle methods are written once, `async`; `@live` makes `handle.remote(x)` block and
-`await handle.remote.aio(x)` await. Async generators become plain generators on the sync face.
+Handle methods are written once, `async` (or returning an async generator); `@live` makes
+`handle.remote(x)` block and `await handle.remote.aio(x)` await. Async generators become plain
+generators on the sync face.
 Every coroutine runs on the SDK's own loop thread, so the one httpx client is only used there.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar, overload
 
@@ -63,16 +65,24 @@ async def _next_or_end(agen: AsyncIterator[T]) -> Any:
         return _END
 
 
-def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Drive an async iterator that lives on the SDK loop from synchronous code."""
-    while (item := run_sync(_next_or_end(agen))) is not _END:
-        yield item
+def iterate_sync(agen: AsyncGenerator[T, Any]) -> Iterator[T]:
+    """Drive an async generator that lives on the SDK loop from synchronous code. Leaving early
+    (a `break`) closes it, so whatever it had under way stops."""
+    try:
+        while (item := run_sync(_next_or_end(agen))) is not _END:
+            yield item
+    finally:
+        if not sys.is_finalizing():  # at exit the loop's thread is gone; waiting would hang
+            run_sync(agen.aclose())
 
 
-async def iterate_async(agen: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Drive an async iterator that lives on the SDK loop from another event loop."""
-    while (item := await run_async(_next_or_end(agen))) is not _END:
-        yield item
+async def iterate_async(agen: AsyncGenerator[T, Any]) -> AsyncIterator[T]:
+    """Drive an async generator that lives on the SDK loop from another event loop."""
+    try:
+        while (item := await run_async(_next_or_end(agen))) is not _END:
+            yield item
+    finally:
+        await run_async(agen.aclose())
 
 
 class _BoundLive:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ember import wire
+from ember.resources import Resources
 from ember.server.errors import ApiError
+from ember.server.home import write_private
 from ember.server.pools import Pool, PoolKey, PoolRegistry
+from ember.server.replicas.placement import Unplaceable
 from ember.server.store.sql import SqlStore
+from ember.spec_checks import SpecError, check_deploy_request
+
+log = logging.getLogger("ember.server")
+ResolveResources = Callable[[wire.FunctionSpec], tuple[Resources, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -21,11 +29,17 @@ class Deployment:
     version: int
     request: wire.DeployRequest
     source_dir: Path | None
+    resources: dict[str, Resources] = field(default_factory=dict)  # what each function gets
+    unplaceable: dict[str, str] = field(default_factory=dict)  # function -> why it cannot run
+    notes: list[str] = field(default_factory=list)  # what the host could not honour
+
+    def find(self, function: str) -> wire.FunctionSpec | None:
+        return next((s for s in self.request.functions if s.name == function), None)
 
     def spec(self, function: str) -> wire.FunctionSpec:
-        for spec in self.request.functions:
-            if spec.name == function:
-                return spec
+        spec = self.find(function)
+        if spec is not None:
+            return spec
         names = ", ".join(s.name for s in self.request.functions)
         raise ApiError(
             404,
@@ -41,9 +55,10 @@ class Deployments:
         apps_dir: Path,
         pools: PoolRegistry,
         put_secret: Callable[[str, dict[str, str]], None],
+        resolve: ResolveResources,
     ) -> None:
         self._store, self._apps_dir, self._pools = store, apps_dir, pools
-        self._put_secret = put_secret
+        self._put_secret, self._resolve = put_secret, resolve
         self._current: dict[str, Deployment] = {}
 
     def load(self) -> None:
@@ -56,15 +71,42 @@ class Deployments:
                 source_dir = (
                     self._apps_dir / record.name / f"v{record.version}" if request.files else None
                 )
-                self._current[record.name] = Deployment(
-                    record.name, record.version, request, source_dir
-                )
-                self._warm(self._current[record.name])
+                deployment = self._placed(record.name, record.version, request, source_dir)
+                for reason in deployment.unplaceable.values():
+                    log.error("app %s: %s", record.name, reason)
+                self._current[record.name] = deployment
+                self._warm(deployment)
 
     def validate(self, request: wire.DeployRequest) -> None:
-        """Everything that can be refused cheaply, before any image is built."""
+        """Everything that can be refused cheaply, before any image is built: the SDK's own
+        rules again (ember/spec_checks.py), image hashes included, then names and secrets."""
+        try:
+            check_deploy_request(request)
+        except SpecError as exc:
+            raise ApiError(400, "InvalidError", f"invalid deploy request: {exc}") from None
         _validate(request)
+        check_names_ignoring_case(request, [app.name for app in self._store.list_apps()])
         self._check_secrets(request)
+        for spec in request.functions:
+            try:
+                self._resolve(spec)
+            except Unplaceable as exc:
+                raise ApiError(400, "InvalidError", str(exc)) from None
+
+    def _placed(
+        self, app: str, version: int, request: wire.DeployRequest, source_dir: Path | None
+    ) -> Deployment:
+        """The deployment with what this host gives each function."""
+        deployment = Deployment(app, version, request, source_dir)
+        for spec in request.functions:
+            try:
+                resources, notes = self._resolve(spec)
+            except Unplaceable as exc:
+                deployment.unplaceable[spec.name] = str(exc)
+                continue
+            deployment.resources[spec.name] = resources
+            deployment.notes.extend(notes)
+        return deployment
 
     def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Write the source, then record the version: a failure leaves the previous one current.
@@ -74,26 +116,24 @@ class Deployments:
         request = request.model_copy(update={"inline_secrets": {}})
         staging = None
         if request.files:
-            self._apps_dir.mkdir(parents=True, exist_ok=True)
+            self._apps_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             staging = Path(tempfile.mkdtemp(prefix=".deploy-", dir=self._apps_dir))
-            for relpath, text in request.files.items():
-                target = (staging / relpath).resolve()
-                if staging.resolve() not in target.parents:
-                    shutil.rmtree(staging)
-                    raise ApiError(400, "InvalidError", f"source path {relpath!r} escapes the app")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+            try:
+                _write_sources(staging, request.files)
+            except BaseException:
+                shutil.rmtree(staging)
+                raise
         version = self._store.deploy(request)
         source_dir = None
         if staging is not None:
             source_dir = self._apps_dir / request.app_name / f"v{version}"
-            source_dir.parent.mkdir(parents=True, exist_ok=True)
+            source_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if source_dir.exists():
                 shutil.rmtree(source_dir)
             staging.rename(source_dir)
-        deployment = Deployment(request.app_name, version, request, source_dir)
+        deployment = self._placed(request.app_name, version, request, source_dir)
         self._current[request.app_name] = deployment
-        self._pools.deactivate(request.app_name, keep_version=version)
+        self._pools.retire(request.app_name, keep_version=version)
         self._warm(deployment)
         return deployment
 
@@ -112,8 +152,12 @@ class Deployments:
     def _warm(self, deployment: Deployment) -> None:
         """Create the pools that must run without traffic (min_containers, buffer)."""
         for spec in deployment.request.functions:
-            if spec.min_containers > 0:
+            if spec.min_containers > 0 and spec.name not in deployment.unplaceable:
                 self.pool(deployment, spec.name, "")
+
+    def find(self, app: str) -> Deployment | None:
+        """The app's current deployment, or None if it is stopped or unknown."""
+        return self._current.get(app)
 
     def current(self, app: str) -> Deployment:
         deployment = self._current.get(app)
@@ -127,13 +171,17 @@ class Deployments:
 
     def pool(self, deployment: Deployment, function: str, params: str) -> Pool:
         spec = deployment.spec(function)
+        if function in deployment.unplaceable:
+            raise ApiError(503, "NoCapacity", deployment.unplaceable[function])
         key = PoolKey(deployment.app, deployment.version, function, params)
-        return self._pools.get_or_create(key, spec, deployment.request, deployment.source_dir)
+        return self._pools.get_or_create(
+            key, spec, deployment.request, deployment.source_dir, deployment.resources[function]
+        )
 
     def stop(self, app: str) -> None:
         deployment = self.current(app)
         self._current.pop(app, None)
-        self._pools.deactivate(app)
+        self._pools.retire(app)
         if deployment.request.ephemeral:
             self._forget(app)
         else:
@@ -147,7 +195,52 @@ class Deployments:
         return list(self._current.values())
 
 
-RESERVED_APP_NAMES = {"api", "healthz", "docs", "openapi.json", "metrics"}
+def _write_sources(folder: Path, files: dict[str, str]) -> None:
+    """Write an app's sources under `folder`, private to the server's user (they may hold
+    Secret.from_dict values); a path leading out of it, or one that cannot be written, is a 400."""
+    for relpath, text in files.items():
+        target = (folder / relpath).resolve()
+        if folder.resolve() not in target.parents:
+            raise ApiError(400, "InvalidError", f"source path {relpath!r} escapes the app")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(target, text.encode())
+        except OSError as exc:
+            raise ApiError(
+                400, "InvalidError", f"cannot write source {relpath!r}: {exc.strerror}"
+            ) from None
+
+
+# The server's own paths: /<name> and /<name>/... are never an app's endpoints.
+RESERVED_APP_NAMES = frozenset(
+    {"api", "healthz", "docs", "redoc", "openapi.json", "metrics", "dashboard"}
+)
+
+
+def check_names_ignoring_case(request: wire.DeployRequest, existing_apps: list[str]) -> None:
+    """Host names ignore case, so `CamelApp` and `camelapp` would share the endpoint URL
+    `camelapp--<function>.<domain>`: refuse an app name that differs only in case from another
+    app's (deployed or stopped), and function names of one app that do."""
+    name = request.app_name
+    for other in existing_apps:
+        if other != name and other.casefold() == name.casefold():
+            raise ApiError(
+                400,
+                "InvalidError",
+                f"app name {name!r} differs only in case from the existing app {other!r}; "
+                "endpoint host names ignore case, so both would have the same URLs. "
+                f"Deploy it as {other!r}, or choose another name",
+            )
+    seen: dict[str, str] = {}
+    for spec in request.functions:
+        clash = seen.setdefault(spec.name.casefold(), spec.name)
+        if clash != spec.name:
+            raise ApiError(
+                400,
+                "InvalidError",
+                f"functions {clash!r} and {spec.name!r} differ only in case; endpoint host "
+                "names ignore case, so both would have the same URL. Rename one",
+            )
 
 
 def _validate(request: wire.DeployRequest) -> None:

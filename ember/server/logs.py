@@ -1,4 +1,8 @@
-"""LogSink: replica output into the store, written behind in batches, with a tail per replica."""
+"""LogSink: replica output into the store, written behind in batches, with a tail per replica.
+
+Every line is redacted (ember/server/redaction.py) before it is stored or kept in a tail, with
+the secret values of the line's app.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from ember.server.redaction import Redactor
 from ember.server.store.sql import SqlStore
 from ember.server.write_behind import WriteBehind
 
@@ -14,17 +19,18 @@ TAIL_LINES = 30
 
 class LogSink(WriteBehind):
     def __init__(self, store: SqlStore, flush_interval: float = 0.2) -> None:
-        super().__init__(store.append_logs, flush_interval)
+        super().__init__(store.append_logs, flush_interval, what="log lines")
         self._tails: dict[str, deque[str]] = {}
-        self._secrets: dict[str, set[str]] = {}
+        self._redactors: dict[str, Redactor] = {}
 
     def redact(self, app: str, secrets: Iterable[str]) -> None:
         """Hide these values wherever a replica of `app` prints them."""
-        self._secrets.setdefault(app, set()).update(v for v in secrets if len(v) >= 4)
+        self._redactors.setdefault(app, Redactor()).add(secrets)
 
     def write(self, app: str, function: str, replica: str, text: str) -> None:
-        for value in self._secrets.get(app, ()):
-            text = text.replace(value, "****")
+        redactor = self._redactors.get(app)
+        if redactor is not None:
+            text = redactor.redact(text)
         self.append(
             {"ts": time.time(), "app": app, "function": function, "replica": replica, "text": text}
         )

@@ -1,4 +1,9 @@
-"""ControlPlane: the server's parts wired together, started and stopped as one."""
+"""ControlPlane: the server's parts wired together, started and stopped as one.
+
+It is also the one front door for inputs: `resolve` finds the pool of an app's function,
+`admit` applies the queue bound with the caller's identity, for web requests (the gateway) and
+`.remote()` / `.map` / `.spawn` (the calls API) alike.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +11,87 @@ import asyncio
 import logging
 
 from ember import wire
-from ember.backends.base import Backend
+from ember.backends.base import Backend, Capabilities
+from ember.backends.gpus import host_gpus
 from ember.backends.local import LocalBackend
+from ember.backends.sandbox import Sandbox
 from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
+from ember.resources import Resources
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
 from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
-from ember.server.lifecycle import ReplicaManager
+from ember.server.home import prepare_home
 from ember.server.logs import LogSink
-from ember.server.pools import PoolRegistry
+from ember.server.pools import Pool, PoolRegistry
+from ember.server.replicas.coldstarts import ColdStarts
+from ember.server.replicas.launch import Launcher
+from ember.server.replicas.placement import Inventory, resolve_resources
+from ember.server.replicas.state import Lifecycle
+from ember.server.replicas.supervisor import Supervisor
+from ember.server.replicas.templates import Templates
 from ember.server.scheduler import Scheduler
+from ember.server.scheduling.admission import Principal, admit
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
+from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
 
 
+def local_backend(settings: ServerSettings) -> LocalBackend:
+    """Replica processes on this host, sandboxed unless the host cannot (or `--no-sandbox`)."""
+    sandbox, why_not = Sandbox.detect() if settings.sandbox else (None, "--no-sandbox was given")
+    return LocalBackend(
+        gpus=host_gpus(settings.gpus),
+        base_env=settings.replica_base_env,
+        server_ports=[settings.port],
+        run_dir=settings.home / "run",
+        sandbox=sandbox,
+        isolation_missing=why_not,
+    )
+
+
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = SqlStore(settings.db_url)
-        self.http = Http1Pool()
+        prepare_home(settings.home, settings.db_url, settings.apps_dir)
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
+        self.store = SqlStore(settings.db_url, blobs=self.secrets)
+        self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
         self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
-        self._replica_token = self.store.create_token("replicas", kind="replica")
-        self.replicas = ReplicaManager(
-            settings,
-            backend or LocalBackend(),
-            self.logs,
-            self.http,
-            self._replica_token.token,
-            self.secret_env,
-            self.image_for,
+        self.replica_tokens = ReplicaTokens(self.store)
+        backend = backend or local_backend(settings)
+        self.capabilities: Capabilities = backend.capabilities()
+        self.lifecycle = Lifecycle()
+        self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)
+        self.lifecycle.subscribe(self.pools.on_replica_event)
+        launcher = Launcher(
+            settings, self.logs, self.replica_tokens.for_app, self.secret_env, self.image_for
         )
-        self.pools = PoolRegistry(on_wait=self._on_wait)
-        self.autoscaler = Autoscaler(settings, self.pools, self.replicas)
-        self.deployments = Deployments(self.store, settings.apps_dir, self.pools, self.put_secret)
-        self.dispatcher = Dispatcher(settings, self.replicas, self.http)
+        inventory = Inventory(self.capabilities.gpus, tuple(range(self.capabilities.cores)))
+        self.templates = Templates(backend, launcher)
+        self.supervisor = Supervisor(
+            settings, backend, self.lifecycle, inventory, launcher, self.logs, self.http,
+            self.templates,
+        )  # fmt: skip
+        self.autoscaler = Autoscaler(
+            settings, self.pools, self.supervisor, self.lifecycle,
+            one_per_port=self.capabilities.isolation_missing is not None,
+        )  # fmt: skip
+        self.deployments = Deployments(
+            self.store, settings.apps_dir, self.pools, self.put_secret, self.resources_of
+        )
+        self.cold_starts = ColdStarts(self.store, self.lifecycle)
+        answered = self.cold_starts.answered
+        self.dispatcher = Dispatcher(settings, self.supervisor, self.http, answered)
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
         self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
@@ -81,6 +121,12 @@ class ControlPlane:
     def image_for(self, spec: wire.FunctionSpec) -> BuiltImage | None:
         return self.images.built(str(spec.image["hash"])) if spec.image else None
 
+    def resources_of(self, spec: wire.FunctionSpec) -> tuple[Resources, list[str]]:
+        """What this host gives replicas of `spec`, and what it cannot honour."""
+        return resolve_resources(spec, self.capabilities, self.settings.gpu_fallback_cpu)
+
+    # -- deploys ---------------------------------------------------------------------------
+
     async def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Check the request, build its images, then make it the app's current version."""
         self.deployments.validate(request)
@@ -88,8 +134,17 @@ class ControlPlane:
         await self.build_images(request)
         self.volumes.create_missing(request)
         deployment = self.deployments.deploy(request)
+        self.prepare_templates(deployment)
         self.autoscaler.trigger()
         return deployment
+
+    def prepare_templates(self, deployment: Deployment) -> None:
+        """Build the templates of functions that asked for memory snapshots, now, so their
+        first replica is forked too (a class with required parameters: on first use)."""
+        for spec in deployment.request.functions:
+            wanted = spec.enable_memory_snapshot and not spec.needs_parameters
+            if wanted and spec.name not in deployment.unplaceable:
+                self.templates.want(self.deployments.pool(deployment, spec.name, ""))
 
     async def build_images(self, request: wire.DeployRequest) -> None:
         """Build every image the app uses (once per hash), before anything is deployed."""
@@ -100,20 +155,50 @@ class ControlPlane:
             except ImageBuildError as exc:
                 raise ApiError(400, "ImageBuildError", f"image build failed: {exc}") from None
 
+    # -- the front door for inputs -----------------------------------------------------------
+
+    def resolve(self, app: str, function: str, params: str) -> Pool:
+        """The pool that serves `function` of the current version of `app`."""
+        return self.deployments.pool(self.deployments.current(app), function, params)
+
+    def admit(self, principal: Principal, pool: Pool) -> None:
+        admit(principal, pool, self.settings.max_queued_requests)
+
+    async def call(
+        self, principal: Principal, app: str, function: str, method: str | None, params: str,
+        inputs: list[bytes],
+    ) -> list[bytes]:  # fmt: skip
+        """`.remote()` and `.map`: admitted, then run; one output frame per input."""
+        pool = self.resolve(app, function, params)
+        self.admit(principal, pool)
+        return await self.dispatcher.run(pool, method, inputs)
+
+    def spawn(
+        self, principal: Principal, app: str, function: str, method: str | None, params: str,
+        payload: bytes,
+    ) -> str:  # fmt: skip
+        """`.spawn()`: admitted now, stored, run in the background; returns the call's id."""
+        self.admit(principal, self.resolve(app, function, params))
+        return self.spawns.spawn(app, function, method, params, payload)
+
     async def run_inputs(
         self, app: str, function: str, method: str | None, params: str, inputs: list[bytes]
     ) -> list[bytes]:
-        """Run inputs on the current version of `app`'s `function` (the `.remote` path)."""
-        deployment = self.deployments.current(app)
-        pool = self.deployments.pool(deployment, function, params)
-        return await self.dispatcher.run(pool, method, inputs)
+        """Run inputs that were admitted already (spawned calls, schedules)."""
+        return await self.dispatcher.run(self.resolve(app, function, params), method, inputs)
+
+    # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
         self.deployments.load()
+        for deployment in self.deployments.all():
+            self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
         self.recorder.start()
+        self.cold_starts.start()
         recovered = self.spawns.recover()
         if recovered:
             log.info("re-running %d spawned call(s) left unfinished", recovered)
@@ -138,9 +223,10 @@ class ControlPlane:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.spawns.close()
-        await self.replicas.close()
+        await self.supervisor.close()
         await self.logs.close()
         await self.recorder.close()
+        await self.cold_starts.close()
         await self.http.close()
-        self.store.revoke_token(self._replica_token.id)
+        self.replica_tokens.revoke_all()
         self.store.close()

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import InitVar, dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ember import wire
-from ember.server.gateway.queue import FunctionQueue
-
-
-class ReplicaState(StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"  # takes no new inputs; stops once its in-flight inputs finish
-    STOPPING = "stopping"
+from ember.resources import Resources
+from ember.server.replicas.state import ReplicaEvent, ReplicaRecord, ReplicaState
+from ember.server.scheduling.queue import SlotQueue
 
 
 class PoolKey(NamedTuple):
@@ -29,39 +22,18 @@ class PoolKey(NamedTuple):
 
 
 @dataclass(eq=False)
-class Replica:
-    id: str
-    handle: Any  # the backend's ReplicaHandle
-    state: ReplicaState = ReplicaState.STARTING
-    in_flight: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    last_active: float = field(default_factory=time.monotonic)
-
-    @property
-    def ready(self) -> bool:
-        return self.state is ReplicaState.READY
-
-
-@dataclass(eq=False)
 class Pool:
     key: PoolKey
     spec: wire.FunctionSpec
     deploy: wire.DeployRequest
     source_dir: Path | None
-    on_wait: InitVar[Callable[[], None]]  # wakes the autoscaler when an input starts waiting
-    active: bool = True  # False once a newer version is deployed or the app is stopped
-    replicas: dict[str, Replica] = field(default_factory=dict)
+    resources: Resources  # what each replica gets (a GPU request may have fallen back to none)
+    queue: SlotQueue
+    current: bool = True  # False once a newer version is deployed or the app is stopped
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
     startup_failures: int = 0
     next_start_at: float = 0.0  # back-off after a replica failed to start
     last_failure: str | None = None
-    queue: FunctionQueue = field(init=False)
-
-    def __post_init__(self, on_wait: Callable[[], None]) -> None:
-        self.queue = FunctionQueue(lambda: self.replicas.values(), self.spec.max_inputs, on_wait)
-
-    @property
-    def max_inputs(self) -> int:
-        return self.spec.max_inputs
 
     def new_replica_id(self) -> str:
         return f"r-{uuid.uuid4().hex[:10]}"
@@ -74,14 +46,17 @@ class Pool:
 
 
 class PoolRegistry:
-    """Every pool the server knows, created on first use."""
+    """Every pool the server knows, created on first use; routes replica events to their pool."""
 
-    def __init__(self, on_wait: Any) -> None:
+    def __init__(self, on_wait: Callable[[], None], clock: Callable[[], float]) -> None:
         self._pools: dict[PoolKey, Pool] = {}
-        self._on_wait = on_wait
+        self._on_wait, self._clock = on_wait, clock
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Pool]:
         return iter(list(self._pools.values()))
+
+    def get(self, key: tuple[str, int, str, str]) -> Pool | None:
+        return self._pools.get(PoolKey(*key))
 
     def get_or_create(
         self,
@@ -89,21 +64,34 @@ class PoolRegistry:
         spec: wire.FunctionSpec,
         deploy: wire.DeployRequest,
         source_dir: Path | None,
+        resources: Resources,
     ) -> Pool:
         pool = self._pools.get(key)
         if pool is None:
-            pool = Pool(key, spec, deploy, source_dir, self._on_wait)
+            replicas: dict[str, ReplicaRecord] = {}
+            queue = SlotQueue(replicas.values, spec.max_inputs, self._on_wait, self._clock)
+            pool = Pool(key, spec, deploy, source_dir, resources, queue, replicas=replicas)
             self._pools[key] = pool
         return pool
+
+    def on_replica_event(self, event: ReplicaEvent) -> None:
+        """A lifecycle subscriber: ready replicas take waiting inputs; stopped ones leave."""
+        pool = self.get(event.replica.pool)
+        if pool is None:
+            return
+        if event.state is ReplicaState.READY:
+            pool.queue.dispatch()
+        elif event.state is ReplicaState.STOPPED:
+            pool.replicas.pop(event.replica.id, None)
 
     def for_app(self, app: str) -> list[Pool]:
         return [p for p in self._pools.values() if p.key.app == app]
 
-    def deactivate(self, app: str, keep_version: int | None = None) -> None:
+    def retire(self, app: str, keep_version: int | None = None) -> None:
         """Old versions (or every version, on stop) drain and scale to zero."""
         for pool in self.for_app(app):
             if pool.key.version != keep_version:
-                pool.active = False
+                pool.current = False
 
     def remove(self, pool: Pool) -> None:
         self._pools.pop(pool.key, None)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ember.backends.local import base_environment
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -21,14 +23,28 @@ class ServerSettings:
     health_interval: float = 5.0
     autoscale_interval: float = 0.5
     queue_wait_timeout: float = 600.0  # how long an input may wait for a replica slot
+    shutdown_grace: int = 30  # seconds SIGTERM waits for work in flight before failing it
     # The gateway (web endpoints).
     domain: str | None = None  # host-based endpoint URLs: <app>--<function>.<domain>
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_request_body: int = 32 * 1024 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024  # all request bodies held at once; then 503
     client_timeout: float = 60.0  # a client silent this long while sending or reading is dropped
     max_queued_requests: int = 256  # per function; beyond it, 503 + Retry-After
     gateway_wait_timeout: float = 600.0  # a request waits this long for a replica, then 503
+    # Replicas.
+    gpus: str | None = None  # --gpus: none, indices ("0,1"), or declared ("H100:4"); None: found
+    gpu_fallback_cpu: bool = False  # run functions whose GPU this host lacks on the CPU
+    sandbox: bool = True  # network and PID namespaces per replica, where the host allows
+    # Parked replicas (gpu_snapshot=True): how long and how many are kept, and how much of the
+    # host's memory they may hold together; past any of these the oldest stops.
+    park_for: float = 3600.0
+    max_parked: int = 16
+    parked_memory_fraction: float = 0.5
+    park_hook_timeout: float = 120.0  # seconds for @before_park / @after_restore hooks
+    # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
+    replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 
     @property
     def tls(self) -> bool:
@@ -38,6 +54,16 @@ class ServerSettings:
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
         host = "localhost" if self.tls and self.host == "127.0.0.1" else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def replica_server_url(self) -> str:
+        """The server as replicas reach it: on their loopback (a sandbox forwards the port),
+        unless the server listens on one address only."""
+        scheme = "https" if self.tls else "http"
+        host = self.host
+        if host in ("127.0.0.1", "0.0.0.0", "::", "localhost"):
+            host = "localhost" if self.tls else "127.0.0.1"
         return f"{scheme}://{host}:{self.port}"
 
     @property

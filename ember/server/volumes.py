@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ember import wire
+from ember.names import MAX_PART, MAX_PATH, fits_filesystem, shown
 from ember.runtime.mounts import check_mount_path, ensure_mount_link
 from ember.runtime.volumes import (
     AlreadyExists,
@@ -133,7 +134,7 @@ class Volumes:
     # -- reads ----------------------------------------------------------------------------
 
     async def entries(self, name: str, path: str, recursive: bool) -> list[wire.FileEntry]:
-        rel, tree = volume_path(path), self.tree(name)
+        rel, tree = _path(path), self.tree(name)
         try:
             return await asyncio.to_thread(
                 tree.read, partial(_entries, rel=rel, recursive=recursive)
@@ -143,7 +144,7 @@ class Volumes:
 
     async def open_file(self, name: str, path: str) -> tuple[BinaryIO, int]:
         """An open file of HEAD (it stays readable even if a commit prunes its snapshot)."""
-        rel, tree = volume_path(path), self.tree(name)
+        rel, tree = _path(path), self.tree(name)
         try:
             return await asyncio.to_thread(tree.read, partial(_open, rel=rel))
         except FileNotFoundError:
@@ -156,7 +157,7 @@ class Volumes:
     # -- writes ---------------------------------------------------------------------------
 
     async def remove(self, name: str, path: str, recursive: bool) -> None:
-        rel, tree = volume_path(path), self.tree(name)
+        rel, tree = _path(path), self.tree(name)
         change = partial(_remove, rel=rel, recursive=recursive, shown=path)
         try:
             await asyncio.to_thread(_update, tree, change)
@@ -220,8 +221,19 @@ def _missing(name: str, path: str) -> PathNotFound:
     return PathNotFound(f"{path!r} does not exist in volume {name!r}")
 
 
-def _upload_path(path: str) -> str:
+def _path(path: str) -> str:
+    """The path inside a volume (volume_path's rules), refused if no filesystem could hold it."""
     rel = volume_path(path)
+    if not fits_filesystem(rel):
+        raise VolumeError(
+            f"volume path {shown(path)} is too long: at most {MAX_PATH} bytes, "
+            f"{MAX_PART} per file or folder name"
+        )
+    return rel
+
+
+def _upload_path(path: str) -> str:
+    rel = _path(path)
     if not rel:
         raise VolumeError("an uploaded file needs a path inside the volume, not its root")
     return rel

@@ -58,8 +58,8 @@ def returns_unpicklable():
 
 
 @app.function()
-def pid() -> int:
-    return os.getpid()
+def replica() -> str:
+    return os.environ["EMBER_REPLICA_ID"]
 
 
 @app.function()
@@ -82,8 +82,8 @@ class Counter:
         return self.value
 
     @ember.method()
-    def whoami(self) -> tuple[int, int]:
-        return os.getpid(), self.start
+    def whoami(self) -> tuple[str, int]:
+        return os.environ["EMBER_REPLICA_ID"], self.start
 
     @ember.exit()
     def teardown(self) -> None:
@@ -92,9 +92,9 @@ class Counter:
 
 @app.function(scaledown_window=30)
 @ember.concurrent(max_inputs=4)
-async def concurrent_sleep(seconds: float) -> int:
+async def concurrent_sleep(seconds: float) -> str:
     await asyncio.sleep(seconds)
-    return os.getpid()
+    return os.environ["EMBER_REPLICA_ID"]
 
 
 @app.local_entrypoint()

@@ -8,16 +8,17 @@ import ember
 
 MOUNT = os.environ.get("EMBER_TEST_VOLUME_MOUNT", "/tmp/ember-test-volume")
 vol = ember.Volume.from_name("shared-data", create_if_missing=True)
-app = ember.App("volumes")
+# Replicas import this module again: the image's environment hands them the same mount path.
+app = ember.App("volumes", image=ember.Image.debian_slim().env({"EMBER_TEST_VOLUME_MOUNT": MOUNT}))
 
 
 @app.function(volumes={MOUNT: vol})
-def write(name: str, text: str, commit: bool = True) -> int:
+def write(name: str, text: str, commit: bool = True) -> str:
     Path(MOUNT, name).parent.mkdir(parents=True, exist_ok=True)
     Path(MOUNT, name).write_text(text)
     if commit:
         vol.commit()
-    return os.getpid()
+    return os.environ["EMBER_REPLICA_ID"]
 
 
 @app.function(volumes={MOUNT: vol})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
+from ember.sdk.exceptions import InvalidError
 from tests.conftest import start_server, wait_until
-from tests.integration.helpers import app_info, cli_json, ember_cli, load, replica_count
+from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
 
 @pytest.fixture
@@ -40,8 +42,10 @@ def test_deploy_prints_endpoint_urls(server) -> None:  # type: ignore[no-untyped
 
 
 def test_sse_streams_incrementally(server, web) -> None:  # type: ignore[no-untyped-def]
-    with httpx.Client(timeout=60) as client, client.stream(
-            "GET", f"{server.url}/web/api/stream") as response:
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("GET", f"{server.url}/web/api/stream") as response,
+    ):
         lines = response.iter_lines()
         assert next(lines) == "data: first"
         # The last event is only sent after this release: the first arrived on its own.
@@ -53,11 +57,16 @@ def test_sse_streams_incrementally(server, web) -> None:  # type: ignore[no-unty
 def test_fastapi_endpoint_with_keys_and_modal_headers(server, web) -> None:  # type: ignore[no-untyped-def]
     key = cli_json("key", "create", "--app", "web", env=server.env())
     url = f"{server.url}/web/square/"
-    bearer = httpx.post(url, json={"x": 7}, headers={"Authorization": f"Bearer {key['token']}"},
-                        timeout=60)
+    bearer = httpx.post(
+        url, json={"x": 7}, headers={"Authorization": f"Bearer {key['token']}"}, timeout=60
+    )
     assert bearer.json() == {"square": 49}
-    modal = httpx.post(url, json={"x": 3}, headers={"Modal-Key": key["id"],
-                                                     "Modal-Secret": key["token"]}, timeout=60)
+    modal = httpx.post(
+        url,
+        json={"x": 3},
+        headers={"Modal-Key": key["id"], "Modal-Secret": key["token"]},
+        timeout=60,
+    )
     assert modal.json() == {"square": 9}
     revoke = ember_cli("key", "revoke", key["id"], env=server.env())
     assert revoke.returncode == 0, revoke.stderr
@@ -70,10 +79,14 @@ def test_unauthenticated_flood_never_starts_a_replica(server, web) -> None:  # t
 
     async def flood() -> list[int]:
         async with httpx.AsyncClient() as client:
-            variants = [{}, {"Authorization": "Bearer ember-wrong"},
-                        {"Modal-Key": "k", "Modal-Secret": "s"}]
-            responses = await asyncio.gather(*(
-                client.post(url, json={"x": 1}, headers=variants[i % 3]) for i in range(60)))
+            variants = [
+                {},
+                {"Authorization": "Bearer ember-wrong"},
+                {"Modal-Key": "k", "Modal-Secret": "s"},
+            ]
+            responses = await asyncio.gather(
+                *(client.post(url, json={"x": 1}, headers=variants[i % 3]) for i in range(60))
+            )
         return [r.status_code for r in responses]
 
     assert set(asyncio.run(flood())) == {401}
@@ -82,17 +95,20 @@ def test_unauthenticated_flood_never_starts_a_replica(server, web) -> None:  # t
     assert "ember key create --app web" in body["error"]["message"]
 
 
-def test_unknown_targets_are_404(server, web) -> None:  # type: ignore[no-untyped-def]
-    assert httpx.get(f"{server.url}/nope/api/hello").status_code == 404
-    assert httpx.get(f"{server.url}/web/nope/").status_code == 404
-    not_web = httpx.get(f"{server.url}/web/not_web/")
-    assert not_web.status_code == 404
-    assert "not a web endpoint" in not_web.json()["error"]["message"]
+def test_unknown_targets_are_404_and_tell_nothing(server, web) -> None:  # type: ignore[no-untyped-def]
+    """An unknown app, an unknown function, a function that is not a web endpoint: one answer,
+    which names no function of the app (the probe's D16)."""
+    for path in ("/nope/api/hello", "/web/nope/", "/web/not_web/"):
+        response = httpx.get(server.url + path)
+        assert response.status_code == 404
+        app, function = path.split("/")[1:3]
+        assert response.json()["error"]["message"] == f"no web endpoint at /{app}/{function}/"
 
 
 def test_oversized_body_is_413(server, web) -> None:  # type: ignore[no-untyped-def]
-    response = httpx.post(f"{server.url}/web/api/echo", content=b"x" * (33 * 1024 * 1024),
-                          timeout=60)
+    response = httpx.post(
+        f"{server.url}/web/api/echo", content=b"x" * (33 * 1024 * 1024), timeout=60
+    )
     assert response.status_code == 413
 
 
@@ -104,8 +120,11 @@ def test_web_server_in_a_separate_process(server, web) -> None:  # type: ignore[
 
 def test_web_server_that_never_listens(server, web) -> None:  # type: ignore[no-untyped-def]
     key = cli_json("key", "create", "--app", "web", env=server.env())
-    response = httpx.get(f"{server.url}/web/never_listens/",
-                         headers={"Authorization": f"Bearer {key['token']}"}, timeout=60)
+    response = httpx.get(
+        f"{server.url}/web/never_listens/",
+        headers={"Authorization": f"Bearer {key['token']}"},
+        timeout=60,
+    )
     assert response.status_code == 502
     assert "did not listen on port 18766 within 2 s" in response.json()["error"]["message"]
     wait_until(lambda: replica_count("web", "never_listens") == 0)
@@ -118,24 +137,32 @@ def test_scale_from_zero_under_concurrent_requests(server, web) -> None:  # type
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=120) as client:
-            responses = await asyncio.gather(*(
-                client.get(f"{server.url}/web/api/slow", params={"seconds": 0.2})
-                for _ in range(20)))
+            responses = await asyncio.gather(
+                *(
+                    client.get(f"{server.url}/web/api/slow", params={"seconds": 0.2})
+                    for _ in range(20)
+                )
+            )
         return [r.status_code for r in responses]
 
     assert asyncio.run(burst()) == [200] * 20
 
 
-def test_scale_down_drains_in_flight_requests(server, web) -> None:  # type: ignore[no-untyped-def]
+def test_scale_down_drains_in_flight_requests(server, web, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    release = tmp_path / "release"
     results: list[httpx.Response] = []
-    slow = threading.Thread(target=lambda: results.append(httpx.get(
-        f"{server.url}/web/api/slow", params={"seconds": 4}, timeout=60)))
-    slow.start()
-    wait_until(lambda: app_info("web").functions[0].replicas.get("ready") == 1)
+    held = threading.Thread(
+        target=lambda: results.append(
+            httpx.get(f"{server.url}/web/api/until", params={"path": str(release)}, timeout=60)
+        )
+    )
+    held.start()
+    wait_until(lambda: Path(f"{release}.started").exists())  # in flight on the replica
     web.app.deploy()  # a new version: the old replica drains, then stops
-    slow.join(timeout=60)
+    release.touch()
+    held.join(timeout=60)
     assert results[0].status_code == 200
-    assert results[0].json() == {"slept": 4}
+    assert results[0].json() == {"released": str(release)}
 
 
 def test_websocket_passes_through(server, web) -> None:  # type: ignore[no-untyped-def]
@@ -177,11 +204,38 @@ def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: 
             monkeypatch.setenv(key, value)
         deployed = load("web").app.deploy()
         assert deployed.urls["api"] == "http://web--api.ember.test/"
-        response = httpx.get(f"{running.url}/hello", params={"name": "host"},
-                             headers={"Host": "web--api.ember.test"}, timeout=60)
+        response = httpx.get(
+            f"{running.url}/hello",
+            params={"name": "host"},
+            headers={"Host": "web--api.ember.test"},
+            timeout=60,
+        )
         assert response.json() == {"message": "hello host"}
+        # Host names ignore case: the URL printed for an app with capitals reaches it, and a
+        # name differing from it only in case is refused (it would share that URL).
+        camel = load("web").app.deploy("CamelWeb")
+        assert camel.urls["api"] == "http://camelweb--api.ember.test/"
+        response = httpx.get(
+            f"{running.url}/hello",
+            params={"name": "camel"},
+            headers={"Host": "camelweb--api.ember.test"},
+            timeout=60,
+        )
+        assert response.json() == {"message": "hello camel"}
+        with pytest.raises(InvalidError, match="differs only in case from the existing app"):
+            load("web").app.deploy("camelweb")
     finally:
         assert not running.stop()
+
+
+def test_app_names_that_start_like_a_server_path_are_reachable(server) -> None:  # type: ignore[no-untyped-def]
+    for name in ("docsite", "healthz-probe"):
+        result = ember_cli("deploy", "tests/apps/web.py", "--name", name, env=server.env())
+        assert result.returncode == 0, result.stderr
+        response = httpx.get(f"{server.url}/{name}/api/hello", timeout=60)
+        assert response.json() == {"message": "hello world"}
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/docs").status_code == 401  # the API's, which needs a token
 
 
 def test_client_disconnect_frees_the_slot(server, web) -> None:  # type: ignore[no-untyped-def]
@@ -198,20 +252,27 @@ def test_full_queue_is_503_with_retry_after(tmp_path, monkeypatch) -> None:  # t
         for key, value in running.env().items():
             monkeypatch.setenv(key, value)
         load("web").app.deploy()
-        url = f"{running.url}/web/one_at_a_time/nap"
-        assert httpx.get(url, params={"seconds": 0}, timeout=60).status_code == 200
+        url = f"{running.url}/web/one_at_a_time"
 
-        async def burst() -> list[httpx.Response]:
+        async def three_behind_a_held_slot() -> tuple[httpx.Response, list[httpx.Response]]:
             async with httpx.AsyncClient(timeout=60) as client:
-                return list(await asyncio.gather(*(
-                    client.get(url, params={"seconds": 1}) for _ in range(6))))
+                async with client.stream("GET", url + "/forever") as stream:
+                    assert await anext(stream.aiter_lines()) == "data: tick"  # holds the slot
+                    naps = [
+                        asyncio.ensure_future(client.get(url + "/nap", params={"seconds": 0}))
+                        for _ in range(3)
+                    ]
+                    # Two wait for the slot; the third is refused at once, whichever it is.
+                    done, waiting = await asyncio.wait(naps, return_when=asyncio.FIRST_COMPLETED)
+                    assert len(done) == 1
+                # The stream is closed: its slot goes to the two that waited.
+                return done.pop().result(), list(await asyncio.gather(*waiting))
 
-        responses = asyncio.run(burst())
-        statuses = sorted(r.status_code for r in responses)
-        assert statuses.count(200) >= 3 and 503 in statuses  # 1 running + 2 queued, rest shed
-        shed = next(r for r in responses if r.status_code == 503)
+        shed, served = asyncio.run(three_behind_a_held_slot())
+        assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
-        assert "requests waiting for a replica" in shed.json()["error"]["message"]
+        assert "waiting for a replica" in shed.json()["error"]["message"]
+        assert [r.json() for r in served] == [{"napped": 0}, {"napped": 0}]
     finally:
         assert not running.stop()
 
@@ -226,15 +287,18 @@ def test_half_open_client_gets_408_and_holds_nothing(tmp_path, monkeypatch) -> N
         load("web").app.deploy()
         port = int(running.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
-            stalled.sendall(b"POST /web/api/echo HTTP/1.1\r\nHost: x\r\n"
-                            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            stalled.sendall(
+                b"POST /web/api/echo HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
             reply = ""  # nothing more is sent; read the whole answer
             while not reply.endswith("}"):
                 reply += stalled.recv(4096).decode()
         assert reply.startswith("HTTP/1.1 408")
         assert "no request data for 1 s" in reply
         assert replica_count("web", "api") == 0  # the body never arrived: no replica was woken
-        assert httpx.post(f"{running.url}/web/api/echo", json={"ok": 1},
-                          timeout=60).json() == {"ok": 1}
+        assert httpx.post(f"{running.url}/web/api/echo", json={"ok": 1}, timeout=60).json() == {
+            "ok": 1
+        }
     finally:
         assert not running.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from ember.sdk.exceptions import AlreadyExistsError, ExecutionError, PathNotFoundError
 from tests.conftest import RunningServer, start_server, wait_until
-from tests.integration.helpers import cli_json, ember_cli, load
+from tests.integration.helpers import cli_json, ember_cli, load, replica_pid
 
 
 @pytest.fixture
@@ -31,13 +31,14 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     module = load("volumes")
     module.app.deploy()  # creates "shared-data" (create_if_missing=True)
     assert [v["name"] for v in cli_json("volume", "list", env=mounted_server.env())] == [
-        "shared-data"]
+        "shared-data"
+    ]
     write, read, vol = module.write, module.read, module.vol
 
     # Writer and reader mount the volume at the same path, each seeing its own copy.
-    writer_pid = write.remote("a.txt", "one", commit=False)
+    writer = write.remote("a.txt", "one", commit=False)
     assert read.remote("a.txt") is None  # an uncommitted write is not seen
-    assert write.remote("a.txt", "one") == writer_pid
+    assert write.remote("a.txt", "one") == writer
     assert read.remote("a.txt") is None  # committed, but the reader has not reloaded
     assert read.remote("a.txt", reload=True) == "one"
     assert [(e.path, e.size) for e in vol.listdir("/")] == [("a.txt", 3)]
@@ -45,7 +46,7 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
 
     # A replica killed with writes it never committed leaves the last committed state.
     write.remote("a.txt", "lost", commit=False)
-    os.kill(writer_pid, signal.SIGKILL)
+    os.kill(replica_pid(writer), signal.SIGKILL)
     assert read.remote("a.txt", reload=True) == "one"
 
     # So does one killed inside commit(): while flushing its snapshot, or just before HEAD.
@@ -73,8 +74,7 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     assert b"".join(vol.read_file("up/memory.bin")) == b"replaced"
     vol.remove_file("up", recursive=True)
     assert read.remote("up/local.txt", reload=True) is None
-    assert sorted(e.path for e in vol.listdir("/", recursive=True)) == [
-        "a.txt", "b", "b/c.txt"]
+    assert sorted(e.path for e in vol.listdir("/", recursive=True)) == ["a.txt", "b", "b/c.txt"]
     with pytest.raises(PathNotFoundError) as missing:
         b"".join(vol.read_file("nope.txt"))
     assert isinstance(missing.value, FileNotFoundError)  # as Modal raises
@@ -101,24 +101,35 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     again = ember_cli("volume", "put", "data", str(big), "/models/big.bin", env=env)
     assert again.returncode == 1
     assert "exists in the volume" in again.stderr
-    assert ember_cli("volume", "put", "data", str(big), "/models/big.bin", "--force",
-                     env=env).returncode == 0
+    assert (
+        ember_cli(
+            "volume", "put", "data", str(big), "/models/big.bin", "--force", env=env
+        ).returncode
+        == 0
+    )
 
     listed = cli_json("volume", "ls", "data", "-r", env=env)
     assert {(e["path"], e["type"], e["size"]) for e in listed} == {
-        ("models", "directory", 0), ("models/big.bin", "file", big.stat().st_size),
-        ("tree", "directory", 0), ("tree/a.txt", "file", 1), ("tree/sub", "directory", 0),
-        ("tree/sub/b.txt", "file", 2)}
+        ("models", "directory", 0),
+        ("models/big.bin", "file", big.stat().st_size),
+        ("tree", "directory", 0),
+        ("tree/a.txt", "file", 1),
+        ("tree/sub", "directory", 0),
+        ("tree/sub/b.txt", "file", 2),
+    }
     assert [e["path"] for e in cli_json("volume", "ls", "data", "tree", env=env)] == [
-        "tree/a.txt", "tree/sub"]
+        "tree/a.txt",
+        "tree/sub",
+    ]
 
     out = tmp_path / "out"
     out.mkdir()
     got = ember_cli("volume", "get", "data", "/models/big.bin", str(out), env=env)
     assert got.returncode == 0, got.stderr
     assert (out / "big.bin").read_bytes() == big.read_bytes()
-    assert ember_cli("volume", "get", "data", "/models/big.bin", str(out),
-                     env=env).returncode == 1  # exists locally, no --force
+    assert (
+        ember_cli("volume", "get", "data", "/models/big.bin", str(out), env=env).returncode == 1
+    )  # exists locally, no --force
     assert ember_cli("volume", "get", "data", "tree", str(out), env=env).returncode == 0
     assert (out / "tree" / "sub" / "b.txt").read_text() == "bb"
     assert ember_cli("volume", "get", "data", "tree/a.txt", "-", env=env).stdout == "a"
@@ -129,11 +140,13 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert ember_cli("volume", "rm", "data", "models/big.bin", env=env).returncode == 0
     assert [e["path"] for e in cli_json("volume", "ls", "data", env=env)] == ["models"]
 
-    for args, message in ((("ls", "data", "../etc"), "contains '..'"),
-                          (("ls", "data", "gone"), "'gone' does not exist in volume 'data'"),
-                          (("ls", "nope"), "ember volume create nope"),
-                          (("create", "bad/name"), "invalid volume name"),
-                          (("create", "data"), "exists already")):
+    for args, message in (
+        (("ls", "data", "../etc"), "contains '..'"),
+        (("ls", "data", "gone"), "'gone' does not exist in volume 'data'"),
+        (("ls", "nope"), "ember volume create nope"),
+        (("create", "bad/name"), "invalid volume name"),
+        (("create", "data"), "exists already"),
+    ):
         result = ember_cli("volume", *args, env=env)
         assert result.returncode == 1
         assert message in " ".join(result.stderr.split()), result.stderr
@@ -143,7 +156,7 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert not (server.home / "volumes" / "data").exists()
 
 
-BAD_MOUNT_APP = '''
+BAD_MOUNT_APP = """
 import ember
 app = ember.App("mounty")
 vol = ember.Volume.from_name({volume!r})
@@ -151,19 +164,21 @@ vol = ember.Volume.from_name({volume!r})
 @app.function(volumes={{{path!r}: vol}})
 def f() -> int:
     return 1
-'''
+"""
 
 
-def test_deploy_refuses_unknown_volumes_and_bad_mount_paths(server, tmp_path: Path
-                                                             ) -> None:  # type: ignore[no-untyped-def]
+def test_deploy_refuses_unknown_volumes_and_bad_mount_paths(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = server.env()
     source = tmp_path / "mounty.py"
     ember_cli("volume", "create", "known", env=env)
     (tmp_path / "a-file").write_text("")
     (tmp_path / "a-folder").mkdir()
     cases = [
-        ("nope", tmp_path / "mnt", "mounts volume 'nope', which does not exist; create it "
-         "with `ember volume create nope`"),
+        (
+            "nope",
+            tmp_path / "mnt",
+            "mounts volume 'nope', which does not exist; create it with `ember volume create nope`",
+        ),
         ("known", tmp_path / "a-file" / "mnt", "cannot create the folder"),
         ("known", tmp_path / "a-folder", "already exists as a folder"),
         ("known", Path("/proc/mnt"), "inside the system folder /proc"),

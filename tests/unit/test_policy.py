@@ -6,9 +6,20 @@ from dataclasses import replace
 
 from ember.server.autoscaler.policy import ReplicaView, ScalingContext, decide, desired_replicas
 
-BASE = ScalingContext(in_flight=0, queued=0, replicas=(), min_containers=0, max_containers=10,
-                      buffer_containers=0, max_inputs=1, target_inputs=None,
-                      scaledown_window=60.0, active=True, can_start=True, now=1000.0)
+BASE = ScalingContext(
+    in_flight=0,
+    queued=0,
+    replicas=(),
+    min_containers=0,
+    max_containers=10,
+    buffer_containers=0,
+    max_inputs=1,
+    target_inputs=None,
+    scaledown_window=60.0,
+    current=True,
+    can_start=True,
+    now=1000.0,
+)
 
 
 def idle(rid: str, since: float) -> ReplicaView:
@@ -40,14 +51,14 @@ def test_idle_replicas_stop_only_after_the_window() -> None:
 def test_busy_replicas_are_never_stopped() -> None:
     busy = ReplicaView("busy", starting=False, in_flight=1, idle_since=0.0)
     assert decide(replace(BASE, replicas=(busy,), in_flight=1)).stop == ()
-    assert decide(replace(BASE, replicas=(busy,), in_flight=1, active=False)).stop == ()
+    assert decide(replace(BASE, replicas=(busy,), in_flight=1, current=False)).stop == ()
 
 
 def test_inactive_pool_drains_at_once_but_serves_its_queue() -> None:
     replicas = (idle("a", since=999.0),)
-    assert decide(replace(BASE, replicas=replicas, active=False)).stop == ("a",)
-    assert decide(replace(BASE, queued=1, active=False)).start == 1
-    assert desired_replicas(replace(BASE, min_containers=3, active=False)) == 0
+    assert decide(replace(BASE, replicas=replicas, current=False)).stop == ("a",)
+    assert decide(replace(BASE, queued=1, current=False)).start == 1
+    assert desired_replicas(replace(BASE, min_containers=3, current=False)) == 0
 
 
 def test_backoff_blocks_starts() -> None:

@@ -20,3 +20,12 @@ def test_environment_beats_config_file(tmp_path: Path) -> None:
 def test_nothing_configured(tmp_path: Path) -> None:
     settings = ClientSettings.load({"EMBER_HOME": str(tmp_path / "empty")})
     assert not settings.configured
+
+
+def test_config_file_values_round_trip_whatever_they_hold(tmp_path: Path) -> None:
+    awkward = 'C:\\certs\\"quoted" ünïcode \x7f\t\n=#[x]'
+    write_client_config(tmp_path, "http://h:1", awkward, ca_cert=tmp_path / awkward)
+    settings = ClientSettings.load({"EMBER_HOME": str(tmp_path)})
+    assert settings.token == awkward
+    assert settings.ca_cert == str(tmp_path / awkward)
+    assert (tmp_path / "config.toml").stat().st_mode & 0o077 == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -36,9 +37,14 @@ def test_names_and_paths() -> None:
 def test_mount_paths() -> None:
     assert check_mount_path("/models/") == check_mount_path("/models") == "/models"
     assert check_mount_path("//data/./x") == "/data/x"
-    cases = {"models": "must be absolute", "/": "cannot be mounted at '/'",
-             "/a/../b": "must not contain '..'", "/proc/x": "system folder /proc",
-             "/usr": "system folder /usr", "/etc/ember": "system folder /etc"}
+    cases = {
+        "models": "must be absolute",
+        "/": "cannot be mounted at '/'",
+        "/a/../b": "must not contain '..'",
+        "/proc/x": "system folder /proc",
+        "/usr": "system folder /usr",
+        "/etc/ember": "system folder /etc",
+    }
     for path, message in cases.items():
         with pytest.raises(VolumeError, match=message):
             check_mount_path(path)
@@ -62,6 +68,7 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
         def build(staging: Path) -> None:
             staging.mkdir()
             (staging / "f.txt").write_text(text)
+
         return build
 
     def broken(staging: Path) -> None:
@@ -90,10 +97,16 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
 def test_dead_commits_are_cleaned_and_readers_retry(tmp_path: Path) -> None:
     tree = VolumeTree(tmp_path, "vol")
     tree.create()
-    dead = tmp_path / "vol" / "staging" / "999999999-deadbeef"  # no such process
+    staging = tmp_path / "vol" / "staging"
+    dead, live = staging / "deadbeef0000", staging / "11fe11fe11fe"
     dead.mkdir(parents=True)
-    latest = tree.commit(lambda staging: staging.mkdir())
-    assert not dead.exists()
+    live.mkdir()
+    dead.with_suffix(".lock").touch()  # its committer died: nobody holds the lock
+    with live.with_suffix(".lock").open("a") as held:  # a commit under way elsewhere
+        fcntl.flock(held, fcntl.LOCK_EX)
+        latest = tree.commit(lambda staging: staging.mkdir())
+    assert not dead.exists() and not dead.with_suffix(".lock").exists()
+    assert live.exists()
 
     calls: list[str] = []
 

@@ -11,8 +11,17 @@ from ember import wire
 REQUIRED = {
     "FunctionSpec": {"name"},
     "DeployRequest": {"app_name", "declared_name", "module", "functions"},
-    "ReplicaSettings": {"replica_id", "app_name", "version", "declared_name", "module",
-                        "source_dir", "function", "listen_fd", "server_url", "token"},
+    "ReplicaSpec": {
+        "app_name",
+        "version",
+        "declared_name",
+        "module",
+        "source_dir",
+        "function",
+        "server_url",
+    },
+    "ReplicaAssignment": {"replica_id", "token"},
+    "ReplicaStatus": {"state"},
     "VolumeCreate": {"name"},
     "UploadStart": set(),
     "UploadCommit": set(),
@@ -34,5 +43,26 @@ def test_frames_round_trip_and_reject_truncation() -> None:
         wire.unpack_frames(packed[:-1])
 
 
-def test_api_version() -> None:
-    assert wire.API_VERSION == 1
+# A deploy as an SDK of API_VERSION 1 sends it, at its smallest.
+FIRST_VERSION_DEPLOY = {
+    "app_name": "hello",
+    "declared_name": "app",
+    "module": "hello",
+    "functions": [{"name": "square"}],
+}
+
+
+def test_a_message_of_the_first_api_version_still_validates() -> None:
+    request = wire.DeployRequest.model_validate(FIRST_VERSION_DEPLOY)
+    assert request.functions[0] == wire.FunctionSpec(name="square")
+    assert request.files == {} and request.inline_secrets == {}
+
+
+def test_fields_from_a_newer_peer_are_ignored_not_refused() -> None:
+    newer = {
+        **FIRST_VERSION_DEPLOY,
+        "added_later": True,
+        "functions": [{"name": "square", "gpu_fallback": ["H100"]}],
+    }
+    request = wire.DeployRequest.model_validate(newer)
+    assert request.functions[0].name == "square"

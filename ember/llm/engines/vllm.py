@@ -19,7 +19,7 @@ import httpx
 
 from ember.llm.config import LLMConfig
 from ember.llm.models import ModelError
-from ember.runtime.replica import die_with_parent
+from ember.process import die_with_parent
 
 PORT = 8000
 HOST = "127.0.0.1"
@@ -60,6 +60,9 @@ class VllmEngine:
             # (No --enable-sleep-mode: vLLM refuses it on the CPU.)
             args += ["--dtype", "float32"]
         return args
+
+    def load(self) -> None:
+        """Nothing to load ahead: vLLM runs in its own process, started by `start`."""
 
     def start(self) -> None:
         if not vllm_installed():

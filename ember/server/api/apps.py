@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from ember import wire
-from ember.server.api.auth import plane_of, require_token
+from ember.resources import Resources
+from ember.server.api.auth import plane_of, require_admin, revoke_replica_token
+from ember.server.api.responses import errors
 from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
+from ember.server.pools import PoolKey
 
-router = APIRouter(prefix="/api/v1/apps", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1/apps",
+    dependencies=[Depends(require_admin)],
+    responses=errors(400, 401, 403, 404),
+)
+MAX_ID = 2**62  # log line ids fit the store's 64-bit integers
 
 
 @router.post("")
@@ -31,6 +39,7 @@ async def deploy(request: Request) -> wire.DeployResponse:
         version=deployment.version,
         functions=[f.name for f in deploy_request.functions],
         urls=urls,
+        warnings=deployment.notes,
     )
 
 
@@ -49,6 +58,7 @@ async def show_app(name: str, request: Request) -> wire.AppInfo:
 async def stop_app(name: str, request: Request) -> wire.AppInfo:
     plane = plane_of(request)
     plane.deployments.stop(name)
+    revoke_replica_token(request, name)
     plane.autoscaler.trigger()
     record = plane.store.get_app(name)
     if record is None:  # an ephemeral app is gone once stopped
@@ -60,7 +70,10 @@ async def stop_app(name: str, request: Request) -> wire.AppInfo:
 
 @router.get("/{name}/logs")
 async def app_logs(
-    name: str, request: Request, after: int = 0, limit: int = 1000
+    name: str,
+    request: Request,
+    after: int = Query(0, ge=0, le=MAX_ID),
+    limit: int = Query(1000, ge=1, le=MAX_ID),
 ) -> list[wire.LogLine]:
     plane = plane_of(request)
     if plane.store.get_app(name) is None:
@@ -75,20 +88,28 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found; see `ember app list`")
     request = plane.store.app_version(name, record.version)
     pools = plane.pools.for_app(name)
+    deployment = plane.deployments.find(name)
     functions = []
     for spec in request.functions:
         counts: dict[str, int] = {}
+        queued = 0
         for pool in pools:
             if pool.key.function == spec.name:
+                queued += pool.queue.waiting
                 for state, n in pool.counts().items():
                     counts[state] = counts.get(state, 0) + n
         url = endpoint_urls(plane.settings, name, spec.name)[-1] if spec.web else None
+        resources = deployment.resources.get(spec.name) if deployment else None
         functions.append(
             wire.FunctionInfo(
                 name=spec.name,
                 is_class=spec.is_class,
                 methods=spec.methods,
                 replicas=counts,
+                queued=queued,
+                resources=describe_resources(spec, resources) if resources else None,
+                snapshot=plane.templates.status(PoolKey(name, record.version, spec.name, "")),
+                cold_start=plane.cold_starts.latest.get((name, spec.name)),
                 web_url=url,
                 next_run=plane.scheduler.next_run_at(name, spec.name),
                 image=str(spec.image["hash"]) if spec.image else None,
@@ -103,3 +124,15 @@ def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
         updated_at=record.updated_at,
         functions=functions,
     )
+
+
+def describe_resources(spec: wire.FunctionSpec, resources: Resources) -> str:
+    """`gpu H100:2, cpu 4, memory 8192 MiB` as asked, `cpu` for a plain function, and a
+    GPU request this host runs on the CPU says so."""
+    asked = " or ".join([spec.gpu] if isinstance(spec.gpu, str) else spec.gpu or [])
+    parts = [f"gpu {asked}" if resources.gpu else f"cpu (no {asked} here)"] if asked else []
+    if resources.cpu:
+        parts.append(f"cpu {resources.cpu:g}")
+    if resources.memory:
+        parts.append(f"memory {resources.memory} MiB")
+    return ", ".join(parts) or "cpu"

@@ -1,14 +1,24 @@
-"""Authenticate API requests: a bearer token of kind admin (people, CLI) or replica."""
+"""Authenticate API requests and decide what each kind of token may do.
+
+- An admin token (people, the CLI) may do everything.
+- A replica token (ember/server/tokens.py: one per app, held by that app's replicas) may call,
+  spawn, get and cancel calls of its own app's functions, and use the volumes its app mounts.
+  Nothing else: no tokens, keys, secrets, deploys, app stops, image logs, or other apps' data.
+- Endpoint keys open web endpoints at the gateway (gateway/auth.py), nothing here.
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from ember import wire
+from ember.names import shown
 from ember.server.errors import ApiError
 from ember.server.plane import ControlPlane
 from ember.server.store.sql import TokenRecord, hash_token
 
 API_TOKEN_KINDS = ("admin", "replica")
+REPLICA_REACH = "a replica's token reaches only its own app's functions and calls, and its volumes"
 
 
 class TokenCache:
@@ -35,6 +45,11 @@ def plane_of(request: Request) -> ControlPlane:
     return plane
 
 
+def token_cache(request: Request) -> TokenCache:
+    cache: TokenCache = request.app.state.tokens
+    return cache
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -42,8 +57,17 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def require_token(request: Request) -> TokenRecord:
-    """FastAPI dependency: 401 unless the request carries a live API token."""
-    token = bearer_token(request)
+    """FastAPI dependency: 401 unless the request carries a live API token (admin or replica)."""
+    return verify(request, bearer_token(request))
+
+
+async def require_admin(request: Request) -> TokenRecord:
+    """FastAPI dependency: as `require_token`, and 403 for a replica's token."""
+    return admin_only(request, await require_token(request))
+
+
+def verify(request: Request, token: str | None) -> TokenRecord:
+    """The live API token's record; 401 for none, an unknown, revoked or endpoint one."""
     if token is None:
         raise ApiError(
             401,
@@ -51,8 +75,70 @@ async def require_token(request: Request) -> TokenRecord:
             "missing token: send `Authorization: Bearer <token>` "
             "(see `ember token new`, or EMBER_TOKEN)",
         )
-    cache: TokenCache = request.app.state.tokens
-    record = cache.verify(plane_of(request), token)
+    record = token_cache(request).verify(plane_of(request), token)
     if record is None or record.kind not in API_TOKEN_KINDS:
         raise ApiError(401, "AuthError", "invalid or revoked token")
     return record
+
+
+def admin_only(request: Request, record: TokenRecord) -> TokenRecord:
+    if record.kind != "admin":
+        route = getattr(request.scope.get("route"), "path", "this route")
+        raise ApiError(
+            403, "AuthError", f"{request.method} {route} needs an admin token; {REPLICA_REACH}"
+        )
+    return record
+
+
+def require_app(record: TokenRecord, app: str) -> TokenRecord:
+    """`record`, the caller; 403 unless it may act on `app`'s functions."""
+    if record.kind != "admin" and record.app != app:
+        raise ApiError(
+            403,
+            "AuthError",
+            f"this token is the replicas' of app {record.app!r}, not of {app!r}; {REPLICA_REACH}",
+        )
+    return record
+
+
+def require_volume(plane: ControlPlane, record: TokenRecord, volume: str) -> None:
+    """403 unless `record` may use `volume`: an admin, or a replica of an app that mounts it."""
+    if record.kind != "admin" and volume not in mounted_volumes(plane, record.app):
+        raise ApiError(
+            403,
+            "AuthError",
+            f"app {record.app!r} does not mount volume {volume!r}; {REPLICA_REACH}",
+        )
+
+
+def sees_call(record: TokenRecord, call_app: str) -> bool:
+    """Whether `record` may see a call of `call_app` (others' calls are answered as missing)."""
+    return record.kind == "admin" or record.app == call_app
+
+
+def mounted_volumes(plane: ControlPlane, app: str | None) -> set[str]:
+    """The volumes the current version of `app` mounts (none once it is stopped)."""
+    try:
+        deployment = plane.deployments.current(app or "")
+    except ApiError:
+        return set()
+    return {name for spec in deployment.request.functions for name in spec.volumes.values()}
+
+
+def revoke(request: Request, kind: str, token_id: str, noun: str) -> wire.TokenInfo:
+    """Revoke the `kind` token `token_id` at once; 404 if there is no such token of that kind."""
+    plane = plane_of(request)
+    token = next((t for t in plane.store.list_tokens([kind]) if t.id == token_id), None)
+    if token is None:
+        raise ApiError(
+            404, "NotFoundError", f"no {noun} {shown(token_id)}; see `ember {noun} list`"
+        )
+    plane.store.revoke_token(token_id)
+    token_cache(request).clear()
+    return token.model_copy(update={"revoked": True})
+
+
+def revoke_replica_token(request: Request, app: str) -> None:
+    """`app` stopped: its replicas' token stops working at once."""
+    plane_of(request).replica_tokens.revoke(app)
+    token_cache(request).clear()

@@ -1,4 +1,4 @@
-"""The endpoint keys API: keys that let clients call an app's web endpoints."""
+"""The endpoint keys API: keys that let clients call one app's web endpoints."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from ember import wire
-from ember.server.api.auth import TokenCache, plane_of, require_token
+from ember.names import shown
+from ember.server.api.auth import plane_of, require_admin, revoke
+from ember.server.api.responses import checked_name, errors
 from ember.server.errors import ApiError
 
-router = APIRouter(prefix="/api/v1/keys", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1/keys",
+    dependencies=[Depends(require_admin)],
+    responses=errors(400, 401, 403, 404),
+)
 
 
 class NewKey(BaseModel):
@@ -20,9 +26,10 @@ class NewKey(BaseModel):
 @router.post("")
 async def create_key(body: NewKey, request: Request) -> wire.TokenCreated:
     plane = plane_of(request)
+    name = checked_name("key", body.name)
     if plane.store.get_app(body.app) is None:
-        raise ApiError(404, "NotFoundError", f"app {body.app!r} not found; deploy it first")
-    return plane.store.create_token(body.name, kind="endpoint", app=body.app)
+        raise ApiError(404, "NotFoundError", f"app {shown(body.app)} not found; deploy it first")
+    return plane.store.create_token(name, kind="endpoint", app=body.app)
 
 
 @router.get("")
@@ -33,10 +40,4 @@ async def list_keys(request: Request, app: str | None = None) -> list[wire.Token
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request) -> wire.TokenInfo:
-    plane = plane_of(request)
-    if not any(k.id == key_id for k in plane.store.list_tokens(["endpoint"])):
-        raise ApiError(404, "NotFoundError", f"no key {key_id!r}; see `ember key list`")
-    plane.store.revoke_token(key_id)
-    cache: TokenCache = request.app.state.tokens
-    cache.clear()
-    return next(k for k in plane.store.list_tokens(["endpoint"]) if k.id == key_id)
+    return revoke(request, "endpoint", key_id, "key")

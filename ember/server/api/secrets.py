@@ -5,10 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ember import wire
-from ember.server.api.auth import plane_of, require_token
+from ember.server.api.auth import plane_of, require_admin
+from ember.server.api.responses import checked_name, errors
 from ember.server.errors import ApiError
+from ember.spec_checks import SpecError, check_secret
 
-router = APIRouter(prefix="/api/v1/secrets", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1/secrets",
+    dependencies=[Depends(require_admin)],
+    responses=errors(400, 401, 403, 404, 409),
+)
 
 
 @router.post("")
@@ -21,13 +27,11 @@ async def create_secret(request: Request) -> wire.SecretInfo:
             "InvalidError",
             'malformed secret: expected {"name": ..., "values": {"KEY": "value"}}',
         ) from exc
+    try:
+        check_secret(body.name, body.values)
+    except SpecError as exc:
+        raise ApiError(400, "InvalidError", str(exc)) from None
     plane = plane_of(request)
-    if not body.name or not all(k.isidentifier() for k in body.values):
-        raise ApiError(
-            400,
-            "InvalidError",
-            "secret names must be non-empty and keys must be environment variable names",
-        )
     if plane.store.get_secret(body.name) is not None and not body.overwrite:
         raise ApiError(
             409, "InvalidError", f"secret {body.name!r} exists; pass --force to replace it"
@@ -43,6 +47,6 @@ async def list_secrets(request: Request) -> list[wire.SecretInfo]:
 
 @router.delete("/{name}")
 async def delete_secret(name: str, request: Request) -> dict[str, str]:
-    if not plane_of(request).store.delete_secret(name):
+    if not plane_of(request).store.delete_secret(checked_name("secret", name)):
         raise ApiError(404, "NotFoundError", f"no secret {name!r}; see `ember secret list`")
     return {"deleted": name}

@@ -1,4 +1,4 @@
-"""The tokens API: create, list and revoke API tokens."""
+"""The tokens API: create, list and revoke admin tokens (replica tokens are the server's own)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from ember import wire
-from ember.server.api.auth import API_TOKEN_KINDS, TokenCache, plane_of, require_token
-from ember.server.errors import ApiError
+from ember.server.api.auth import plane_of, require_admin, revoke
+from ember.server.api.responses import checked_name, errors
 
-router = APIRouter(prefix="/api/v1/tokens", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/v1/tokens",
+    dependencies=[Depends(require_admin)],
+    responses=errors(400, 401, 403, 404),
+)
 
 
 class NewToken(BaseModel):
@@ -18,19 +22,14 @@ class NewToken(BaseModel):
 
 @router.post("")
 async def create_token(body: NewToken, request: Request) -> wire.TokenCreated:
-    return plane_of(request).store.create_token(body.name, kind="admin")
+    return plane_of(request).store.create_token(checked_name("token", body.name), kind="admin")
 
 
 @router.get("")
 async def list_tokens(request: Request) -> list[wire.TokenInfo]:
-    return plane_of(request).store.list_tokens(kinds=[k for k in API_TOKEN_KINDS if k != "replica"])
+    return plane_of(request).store.list_tokens(kinds=["admin"])
 
 
 @router.delete("/{token_id}")
 async def revoke_token(token_id: str, request: Request) -> wire.TokenInfo:
-    plane = plane_of(request)
-    if not plane.store.revoke_token(token_id):
-        raise ApiError(404, "NotFoundError", f"no token {token_id!r}; see `ember token list`")
-    cache: TokenCache = request.app.state.tokens
-    cache.clear()
-    return next(t for t in plane.store.list_tokens(["admin", "endpoint"]) if t.id == token_id)
+    return revoke(request, "admin", token_id, "token")

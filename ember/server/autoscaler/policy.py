@@ -9,9 +9,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ReplicaView:
     id: str
-    starting: bool
+    starting: bool  # pending (waiting for a GPU) or starting: holds no input yet
     in_flight: int
     idle_since: float  # when its last input finished (or when it started)
+    pending: bool = False  # still waiting for a GPU: costs nothing to drop
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ScalingContext:
     max_inputs: int
     target_inputs: int | None
     scaledown_window: float
-    active: bool  # False: an old version or a stopped app, which drains to zero
+    current: bool  # False: an old version or a stopped app, which drains to zero
     can_start: bool  # False while backing off after failed starts
     now: float
 
@@ -39,11 +40,12 @@ class ScalingDecision:
 def desired_replicas(ctx: ScalingContext) -> int:
     """Enough replicas for the inputs in flight and queued at `target_inputs` each, within
     [min_containers, max_containers], plus `buffer_containers` while there is demand.
-    An inactive pool (old version, stopped app) keeps only what its remaining inputs need."""
+    A pool that is no longer current (old version, stopped app) keeps only what its remaining
+    inputs need."""
     demand = ctx.in_flight + ctx.queued
     per_replica = ctx.target_inputs or ctx.max_inputs
     wanted = math.ceil(demand / per_replica)
-    if ctx.active:
+    if ctx.current:
         wanted = max(wanted, ctx.min_containers)
         if demand:
             wanted += ctx.buffer_containers
@@ -57,15 +59,19 @@ def decide(ctx: ScalingContext) -> ScalingDecision:
         return ScalingDecision(start=desired - current if ctx.can_start else 0)
     if desired == current:
         return ScalingDecision()
-    # Scale down only replicas that hold nothing; an active pool also waits out the window.
-    idle = [
-        r
-        for r in ctx.replicas
-        if r.in_flight == 0
-        and not r.starting
-        and (not ctx.active or ctx.now - r.idle_since >= ctx.scaledown_window)
-    ]
-    if not ctx.active:
-        idle += [r for r in ctx.replicas if r.starting]
-    idle.sort(key=lambda r: r.idle_since)
-    return ScalingDecision(stop=tuple(r.id for r in idle[: current - desired]))
+    # Replicas still waiting for a GPU go first; then only replicas that hold nothing, and in a
+    # current pool only once they have been idle for the window.
+    pending = [r for r in ctx.replicas if r.pending]
+    idle = sorted(
+        (
+            r
+            for r in ctx.replicas
+            if r.in_flight == 0
+            and not r.starting
+            and (not ctx.current or ctx.now - r.idle_since >= ctx.scaledown_window)
+        ),
+        key=lambda r: r.idle_since,
+    )
+    if not ctx.current:
+        idle += [r for r in ctx.replicas if r.starting and not r.pending]
+    return ScalingDecision(stop=tuple(r.id for r in (pending + idle)[: current - desired]))

@@ -1,9 +1,10 @@
 """The gateway: every web endpoint's request, from routing to the streamed response.
 
 The path, one concern per step: `Gateway.__call__` routes (API or endpoint) ->
-`handle_request` resolves the endpoint -> `auth.authenticate` (before anything can wake a
-replica) -> `proxy.read_body` -> `admission.admit` -> `FunctionQueue.acquire` (picks the replica
-via `router.pick_replica`, or waits while the autoscaler starts one) -> `proxy.stream_response`.
+`handle_request`: the endpoint's spec -> `auth.authenticate` (before anything can wake a
+replica) -> `proxy.read_body` -> `ControlPlane.resolve` and `admit` (the front door `.remote()`
+shares) -> `SlotQueue.acquire` (a replica via `router.pick_replica`, or wait while the autoscaler
+starts one) -> `proxy.stream_response`. Errors become responses in one table, `ERRORS`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ember import wire
 from ember.http1 import HttpError
+from ember.server.api.auth import TokenCache
+from ember.server.deployments import RESERVED_APP_NAMES
 from ember.server.errors import ApiError
-from ember.server.gateway.admission import Overloaded, admit
 from ember.server.gateway.auth import Unauthorized, authenticate
 from ember.server.gateway.proxy import (
+    BodyBudget,
     BodyTooLarge,
     ClientGone,
     ClientTooSlow,
@@ -30,11 +34,26 @@ from ember.server.gateway.proxy import (
     stream_response,
     upstream_headers,
 )
-from ember.server.gateway.queue import QueueTimeout
-from ember.server.lifecycle import ReplicaStartupError
+from ember.server.plane import ControlPlane
+from ember.server.replicas.state import ReplicaRecord
+from ember.server.scheduling.admission import ANONYMOUS, Overloaded, Principal
+from ember.server.scheduling.queue import QueueTimeout, ReplicaStartupError
 from ember.server.settings import ServerSettings
 
-API_PREFIXES = ("/api/", "/healthz", "/docs", "/openapi.json", "/metrics")
+# Exception -> (status, error type, send Retry-After)
+ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
+    Unauthorized: (401, "AuthError", False),
+    BodyTooLarge: (413, "RequestTooLarge", False),
+    ClientTooSlow: (408, "RequestTimeout", False),
+    Overloaded: (503, "Overloaded", True),
+    QueueTimeout: (503, "NoReplica", True),
+    ReplicaStartupError: (502, "ReplicaStartupError", False),
+}
+
+
+class NoEndpoint(Exception):
+    """404, the same for an unknown app, a stopped one, an unknown function or one that is not
+    a web endpoint: an unauthenticated caller learns nothing from it."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,10 @@ def endpoint_urls(settings: ServerSettings, app: str, function: str) -> list[str
 class Gateway:
     """ASGI front door: the control plane's API, or a web endpoint."""
 
-    def __init__(self, api: Any, settings: ServerSettings) -> None:
-        self.api, self.settings = api, settings
+    def __init__(self, api: Any, plane: ControlPlane, tokens: TokenCache) -> None:
+        self.api, self.plane, self.tokens = api, plane, tokens
+        self.settings = plane.settings
+        self.bodies = BodyBudget(self.settings.max_buffered_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.route(scope) if scope["type"] in ("http", "websocket") else None
@@ -76,104 +97,106 @@ class Gateway:
         if domain and host.endswith("." + domain):
             app, sep, function = host[: -len(domain) - 1].rpartition("--")
             if sep:
-                return Endpoint(app, function, path + suffix)
-        if path.startswith(API_PREFIXES) or path == "/":
-            return None
+                return Endpoint(*self._names_in_host(app, function), path + suffix)
         parts = path.split("/", 3)  # "", app, function, rest
-        if len(parts) < 3 or not parts[2]:
-            return None
+        if len(parts) < 3 or parts[1] in RESERVED_APP_NAMES or not parts[2]:
+            return None  # the server's own paths (/docs, /api/..., /healthz) and "/"
         rest = "/" + (parts[3] if len(parts) > 3 else "")
         return Endpoint(parts[1], parts[2], rest + suffix)
+
+    def _names_in_host(self, app: str, function: str) -> tuple[str, str]:
+        """The deployed names a lowercased host stands for (deploys refuse names that differ
+        only in case, so there is at most one)."""
+        for deployment in self.plane.deployments.all():
+            if deployment.app.casefold() == app:
+                for spec in deployment.request.functions:
+                    if spec.name.casefold() == function:
+                        return deployment.app, spec.name
+                return deployment.app, function
+        return app, function
 
     async def handle_request(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, request_id: str
     ) -> None:
-        plane = self.api.state.plane
         websocket = scope["type"] == "websocket"
         try:
-            deployment = plane.deployments.current(endpoint.app)
-            spec = deployment.spec(endpoint.function)
-            if spec.web is None:
-                raise ApiError(
-                    404,
-                    "NotFoundError",
-                    f"{endpoint.app}.{endpoint.function} is not a web endpoint",
-                )
-            if spec.web.requires_proxy_auth:
-                tokens = self.api.state.tokens
-                authenticate(
-                    scope["headers"], endpoint.app, lambda secret: tokens.verify(plane, secret)
-                )
-            body = (
-                b""
-                if websocket
-                else await read_body(
-                    scope, receive, self.settings.max_request_body, self.settings.client_timeout
-                )
-            )
-            pool = plane.deployments.pool(deployment, endpoint.function, "")
-            admit(pool, self.settings.max_queued_requests)
+            web = self._web_endpoint(endpoint)
+            principal = self._authenticate(scope, endpoint, web)
+            body = b"" if websocket else await self._body(scope, receive)
+            pool = self.plane.resolve(endpoint.app, endpoint.function, "")
+            self.plane.admit(principal, pool)
             replica = await pool.queue.acquire(self.settings.gateway_wait_timeout)
-        except ApiError as exc:
-            await _error(send, websocket, exc.status, exc.type_name, exc.message, request_id)
+        except Exception as exc:  # noqa: BLE001 - mapped to a response by ERRORS, or re-raised
+            await _refuse(send, websocket, exc, request_id)
             return
-        except Unauthorized as exc:
-            await _error(send, websocket, 401, "AuthError", str(exc), request_id)
-            return
-        except BodyTooLarge as exc:
-            await _error(send, websocket, 413, "RequestTooLarge", str(exc), request_id)
-            return
-        except ClientTooSlow as exc:
-            await _error(send, websocket, 408, "RequestTimeout", str(exc), request_id)
-            return
-        except Overloaded as exc:
-            await _error(send, websocket, 503, "Overloaded", str(exc), request_id, retry_after=True)
-            return
-        except QueueTimeout as exc:
-            await _error(
-                send,
-                websocket,
-                503,
-                "NoReplica",
-                f"{exc}; retry later",
-                request_id,
-                retry_after=True,
-            )
-            return
-        except ReplicaStartupError as exc:
-            await _error(send, websocket, 502, "ReplicaStartupError", str(exc), request_id)
-            return
-        host = replica.handle.host
-        port = spec.web.port if spec.web.kind == "web_server" else replica.handle.port
         try:
-            if websocket:
-                await proxy_websocket(host, port, endpoint.target, scope, receive, send)
-            else:
-                headers = upstream_headers(scope, request_id, spec.web.requires_proxy_auth)
-                await stream_response(
-                    plane.http,
-                    host,
-                    port,
-                    endpoint.target,
-                    scope,
-                    receive,
-                    send,
-                    body,
-                    headers,
-                    request_id,
-                    self.settings.client_timeout,
-                )
+            await self._proxy(scope, receive, send, endpoint, web, replica, body, request_id)
         except HttpError as exc:
-            await _error(
-                send,
-                websocket,
-                502,
-                "BadGateway",
-                f"{endpoint.app}.{endpoint.function} failed to answer: {exc}",
-                request_id,
-            )
+            failed = f"{endpoint.app}.{endpoint.function} failed to answer: {exc}"
+            await _error(send, websocket, 502, "BadGateway", failed, request_id)
         finally:
             pool.queue.release(replica)
+
+    def _web_endpoint(self, endpoint: Endpoint) -> wire.WebEndpointSpec:
+        deployment = self.plane.deployments.find(endpoint.app)
+        spec = deployment.find(endpoint.function) if deployment else None
+        if spec is None or spec.web is None:
+            raise NoEndpoint(f"no web endpoint at /{endpoint.app}/{endpoint.function}/")
+        return spec.web
+
+    def _authenticate(
+        self, scope: Scope, endpoint: Endpoint, web: wire.WebEndpointSpec
+    ) -> Principal:
+        if not web.requires_proxy_auth:
+            return ANONYMOUS
+        verify = lambda secret: self.tokens.verify(self.plane, secret)  # noqa: E731
+        return authenticate(scope["headers"], endpoint.app, verify)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        settings = self.settings
+        return await read_body(
+            scope, receive, settings.max_request_body, settings.client_timeout, self.bodies
+        )
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        endpoint: Endpoint,
+        web: wire.WebEndpointSpec,
+        replica: ReplicaRecord,
+        body: bytes,
+        request_id: str,
+    ) -> None:
+        handle = replica.handle
+        assert handle is not None
+        port = handle.web_port if web.kind == "web_server" else handle.port
+        assert port is not None
+        if scope["type"] == "websocket":
+            await proxy_websocket(handle.host, port, endpoint.target, scope, receive, send)
+            return
+        headers = upstream_headers(scope, request_id, web.requires_proxy_auth)
+        await stream_response(
+            self.plane.http, handle.host, port, endpoint.target, scope, receive, send, body,
+            headers, request_id, self.settings.client_timeout,
+            lambda: self.plane.cold_starts.answered(replica),
+        )  # fmt: skip
+
+
+async def _refuse(send: Send, websocket: bool, exc: Exception, request_id: str) -> None:
+    """Answer a request that never reached a replica; an unexpected exception propagates."""
+    if isinstance(exc, ApiError):
+        await _error(send, websocket, exc.status, exc.type_name, exc.message, request_id)
+    elif isinstance(exc, NoEndpoint):
+        await _error(send, websocket, 404, "NotFoundError", str(exc), request_id)
+    else:
+        kind = next((k for k in ERRORS if isinstance(exc, k)), None)
+        if kind is None:
+            raise exc
+        status, type_name, retry_after = ERRORS[kind]
+        message = f"{exc}; retry later" if isinstance(exc, QueueTimeout) else str(exc)
+        await _error(send, websocket, status, type_name, message, request_id, retry_after)
 
 
 def _host(scope: Scope) -> str:

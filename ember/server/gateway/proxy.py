@@ -1,8 +1,9 @@
 """Proxy one request to a replica and stream the response back as it arrives.
 
 Request bodies are received in full (bounded by size and an idle timeout) before a replica slot is
-taken, so a slow upload never holds a replica. Responses stream chunk by chunk (SSE, chunked),
-and a client that goes away cancels the upstream request.
+taken, so a slow upload never holds a replica. All the bodies held at once share one server-wide
+byte budget, so a flood of large uploads gets 503s instead of the server's memory. Responses
+stream chunk by chunk (SSE, chunked), and a client that goes away cancels the upstream request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ember.http1 import Http1Pool, HttpError
+from ember.server.scheduling.admission import Overloaded
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -47,10 +49,57 @@ class ClientTooSlow(Exception):
     """408: the client sent nothing for the idle timeout while sending its body."""
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, idle_timeout: float) -> bytes:
+class BodiesOverBudget(Overloaded):
+    """503: the request bodies held right now use up the server's budget."""
+
+
+class BodyBudget:
+    """The bytes of request bodies the gateway may hold at once, across all requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def claim(self) -> BodyClaim:
+        """A claim on the budget for the current request, given back when its task ends (the
+        server runs each request in a task of its own), however it ends."""
+        claim = BodyClaim(self)
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(claim.give_back)
+        return claim
+
+
+class BodyClaim:
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget, self.size = budget, 0
+
+    def grow_to(self, size: int) -> None:
+        extra = size - self.size
+        if extra <= 0:
+            return
+        if self._budget.held + extra > self._budget.limit:
+            raise BodiesOverBudget(
+                f"the server is holding {self._budget.held} bytes of request bodies, near its "
+                f"limit of {self._budget.limit} (--max-buffered-bytes); retry shortly"
+            )
+        self._budget.held += extra
+        self.size = size
+
+    def give_back(self, _: object = None) -> None:
+        self._budget.held -= self.size
+        self.size = 0
+
+
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, idle_timeout: float, budget: BodyBudget
+) -> bytes:
+    """The whole request body, within `limit` bytes and the server-wide `budget`."""
+    limit = min(limit, budget.limit)
     declared = _content_length(scope["headers"])
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    claim = budget.claim()
+    claim.grow_to(declared or 0)  # refused before a byte is read, if a length is declared
     chunks, size = [], 0
     while True:
         try:
@@ -64,6 +113,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int, idle_timeout: fl
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body exceeds the {limit}-byte limit")
+        claim.grow_to(size)
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -100,9 +150,12 @@ async def stream_response(
     headers: Headers,
     request_id: str,
     send_timeout: float,
+    answered: Callable[[], None],
 ) -> None:
-    """Send the request upstream; stream status, headers and body back to the client."""
+    """Send the request upstream; stream status, headers and body back to the client.
+    `answered()` is called once the upstream's answer begins."""
     response = await http.request(scope["method"], host, port, target, headers, body)
+    answered()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]

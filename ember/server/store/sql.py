@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -39,6 +39,17 @@ class AppRecord:
     updated_at: float
 
 
+class BlobBox(Protocol):
+    """Encrypts the blobs a call keeps (its input, its result) before they reach the store."""
+
+    def seal_bytes(self, data: bytes) -> bytes: ...
+
+    def open_bytes(self, data: bytes) -> bytes: ...
+
+
+CALL_BLOBS = ("payload", "result")
+
+
 def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -50,7 +61,8 @@ def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
 class SqlStore:
     """All persistent state. Methods are short transactions; none holds a lock across awaits."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, blobs: BlobBox | None = None) -> None:
+        self._blobs = blobs  # without one (tokens-only users of the store), blobs stay as given
         self.engine: Engine = sa.create_engine(url, future=True)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
@@ -112,6 +124,15 @@ class SqlStore:
                 t.tokens.update().where(t.tokens.c.id == token_id).values(revoked=True)
             )
         return result.rowcount > 0
+
+    def revoke_tokens(self, kind: str) -> None:
+        """Revoke every live token of `kind`."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.tokens.update()
+                .where(t.tokens.c.kind == kind, t.tokens.c.revoked.is_(False))
+                .values(revoked=True)
+            )
 
     # -- apps -----------------------------------------------------------------------------
 
@@ -184,16 +205,31 @@ class SqlStore:
     def insert_calls(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(t.calls.insert(), rows)
+                conn.execute(t.calls.insert(), [self._sealed(row) for row in rows])
 
     def update_call(self, call_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+            conn.execute(
+                t.calls.update().where(t.calls.c.id == call_id).values(**self._sealed(values))
+            )
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).mappings().first()
-        return dict(row) if row else None
+        return self._opened(row) if row else None
+
+    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
+        if self._blobs is None:
+            return values
+        box = self._blobs
+        return {k: box.seal_bytes(v) if k in CALL_BLOBS and v else v for k, v in values.items()}
+
+    def _opened(self, row: Any) -> dict[str, Any]:
+        values = dict(row)
+        if self._blobs is None:
+            return values
+        box = self._blobs
+        return {k: box.open_bytes(v) if k in CALL_BLOBS and v else v for k, v in values.items()}
 
     def unfinished_spawns(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -202,7 +238,7 @@ class SqlStore:
                     t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"])
                 )
             )
-        return [dict(r) for r in rows.mappings()]
+        return [self._opened(r) for r in rows.mappings()]
 
     def call_counts(self, app: str) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -289,6 +325,11 @@ class SqlStore:
             return conn.execute(t.volumes.delete().where(t.volumes.c.name == name)).rowcount > 0
 
     # -- logs -----------------------------------------------------------------------------
+
+    def insert_cold_starts(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(t.cold_starts.insert(), rows)
 
     def append_logs(self, rows: list[dict[str, Any]]) -> None:
         if rows:

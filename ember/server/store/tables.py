@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Float,
@@ -81,6 +82,19 @@ volumes = Table(
     metadata,
     Column("name", String, primary_key=True),  # files: $EMBER_HOME/volumes/<name>
     Column("created_at", Float, nullable=False),
+)
+
+cold_starts = Table(
+    "cold_starts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app", String, nullable=False, index=True),
+    Column("function", String, nullable=False),
+    Column("replica", String, nullable=False),
+    Column("tier", String, nullable=False),  # fresh | fork | restore
+    Column("seconds", Float, nullable=False),
+    Column("phases", JSON, nullable=False),  # phase -> seconds
+    Column("at", Float, nullable=False),
 )
 
 logs = Table(

@@ -159,7 +159,8 @@ async def test_an_engine_process_that_dies_fails_its_requests(model_dir: Path) -
         with pytest.raises(EngineDeadError, match="exit code -9"):
             async for _ in steps:
                 pass
-        assert deaths and "exit code -9" in deaths[0]
+        wait_until(lambda: deaths)  # told after the streams failed, from the reader thread
+        assert "exit code -9" in deaths[0]
         with pytest.raises(EngineDeadError):  # new requests fail at once
             await anext(engine.generate([1, 2, 3], SamplingParams(5)))
         assert not alive(pid)

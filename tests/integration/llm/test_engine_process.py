@@ -10,29 +10,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import alive, descendants, wait_until
+from tests.conftest import alive, descendants, free_port, wait_until
 from tests.integration.llm.test_llm_serve import QUESTION, start_llm_serve
 
 pytestmark = pytest.mark.llm
 
 
 def replica_and_engine(serve_pid: int) -> tuple[int, int] | None:
-    """The replica process and the engine process it forked (the same command line)."""
-    replicas = [p for p in descendants(serve_pid) if b"ember.runtime.replica" in _cmdline(p)]
-    if len(replicas) != 2:
+    """The replica process and the engine process it forked (named `ember-engine`)."""
+    engines = [p for p in descendants(serve_pid) if _comm(p) == "ember-engine"]
+    if len(engines) != 1:
         return None
-    parents = {
-        p: int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) for p in replicas
-    }
-    engine = next(p for p in replicas if parents[p] in replicas)
-    return parents[engine], engine
+    stat = Path(f"/proc/{engines[0]}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1]), engines[0]
 
 
-def _cmdline(pid: int) -> bytes:
+def _comm(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
-        return b""
+        return ""
 
 
 def test_a_dead_engine_fails_its_requests_clearly_and_the_replica_is_replaced(
@@ -40,7 +37,7 @@ def test_a_dead_engine_fails_its_requests_clearly_and_the_replica_is_replaced(
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    process, endpoint = start_llm_serve(home, str(model_dir))
+    process, endpoint = start_llm_serve(home, str(model_dir), "--port", str(free_port()))
     headers = {"Authorization": f"Bearer {endpoint.api_key}"}
     body = {"model": endpoint.model, "messages": QUESTION, "max_tokens": 400, "stream": True}
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import alive, descendants
+from tests.conftest import alive, descendants, free_port
 from tests.integration.llm.test_llm_serve import start_llm_serve
 
 pytestmark = pytest.mark.soak
@@ -36,7 +36,10 @@ def test_twenty_streams_for_ten_minutes(model_dir: Path, tmp_path: Path) -> None
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.yaml").write_text("service:\n  max_concurrent_requests: 32\n")
-    process, endpoint = start_llm_serve(home, str(model_dir), "--config", str(home / "config.yaml"))
+    config = str(home / "config.yaml")
+    process, endpoint = start_llm_serve(
+        home, str(model_dir), "--config", config, "--port", str(free_port())
+    )
     counts = {"completions": 0, "tokens": 0}
     errors: list[str] = []
     lock = threading.Lock()

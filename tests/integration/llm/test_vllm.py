@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import alive, descendants
+from tests.conftest import alive, descendants, free_port
 from tests.integration.llm.test_llm_serve import QUESTION, start_llm_serve
 
 pytestmark = [pytest.mark.llm, pytest.mark.vllm]
@@ -20,8 +20,9 @@ def test_vllm_answers_chat_completions_through_the_gateway(model_dir: Path, tmp_
     home.mkdir()
     config = home / "config.yaml"
     config.write_text("model:\n  max_model_len: 1024\nservice:\n  max_concurrent_requests: 4\n")
+    port = str(free_port())
     process, endpoint = start_llm_serve(
-        home, str(model_dir), "--engine", "vllm", "--config", str(config)
+        home, str(model_dir), "--engine", "vllm", "--config", str(config), "--port", port
     )
     try:
         client = endpoint.client().with_options(timeout=900)  # the first request starts vLLM

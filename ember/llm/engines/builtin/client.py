@@ -1,11 +1,12 @@
 """The built-in engine as the replica sees it: a TokenEngine whose model runs in a child process.
 
-`start` forks the engine process (the replica itself never touches CUDA, so the child can) and
-waits until the model is loaded and the CUDA graphs are captured. Requests go to the engine
-over one pipe; a reader thread takes each step's outputs from the other and wakes the streams
-that got tokens, once per step. A stream whose consumer falls behind gets its pending tokens in
-one piece. If the engine process dies, every request fails with `EngineDeadError` and
-`on_death` is called, so the replica can end itself and be replaced.
+`load` reads the tokenizer and the weights into host memory, in the process replicas fork from.
+`start` forks the engine process from the replica (neither of them ever touches CUDA, so the
+child can) and waits until the model is on its device and the CUDA graphs are captured.
+Requests go to the engine over one pipe; a reader thread takes each step's outputs from the
+other and wakes the streams that got tokens, once per step. A stream whose consumer falls
+behind gets its pending tokens in one piece. If the engine process dies, every request fails
+with `EngineDeadError` and `on_death` is called, so the replica can end itself and be replaced.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from ember.llm.config import LLMConfig
 from ember.llm.detokenizer import IncrementalDecoder, WindowDecoder
 from ember.llm.engines.base import EngineDeadError, SamplingParams, Step
-from ember.llm.engines.builtin.engine import ModelLoader, load_pretrained
+from ember.llm.engines.builtin.engine import ModelLoader, read_pretrained
 from ember.llm.engines.builtin.messages import (
     AbortRequests,
     AddRequest,
@@ -81,7 +82,8 @@ class BuiltinEngine:
         on_death: Callable[[str], None] | None = None,
     ) -> None:
         """`load` builds the model in the engine process instead of reading the config's folder
-        (benchmarks bring random-weight models); such an engine takes token ids only."""
+        (benchmarks bring random-weight models); such an engine has no tokenizer and takes token
+        ids only."""
         self.settings = EngineSettings.of(config)
         self.served_model_name = config.served_model_name
         self.max_model_len = config.model.max_model_len
@@ -104,15 +106,26 @@ class BuiltinEngine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def load(self) -> None:
+        """The tokenizer and the weights, in host memory: once, in the process replicas fork from
+        (nothing here touches CUDA). A no-op for an engine given its model."""
+        if self._load is not None:
+            return
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(Path(self.settings.model_path))
+        self._load = read_pretrained(self.settings.model_path, self.settings.cuda)
+
     def start(self) -> None:
-        """Fork the engine process, load the tokenizer, and wait until the engine is ready."""
+        """Fork the engine process and wait until it is ready."""
         from ember.llm.engines.builtin.process import engine_main
 
+        self.load()
         context = multiprocessing.get_context("fork")  # not spawn: no second import of torch
         engine_in, self._to_engine = context.Pipe(duplex=False)
         from_engine, engine_out = context.Pipe(duplex=False)
-        load = self._load or load_pretrained(self.settings.model_path)
-        args = (self.settings, load, engine_in, engine_out, [self._to_engine, from_engine])
+        assert self._load is not None
+        args = (self.settings, self._load, engine_in, engine_out, [self._to_engine, from_engine])
         self._process = context.Process(target=engine_main, args=args, name="ember-engine")
         with warnings.catch_warnings(), ThreadPoolExecutor(1) as forker:
             # Python 3.12 warns on fork in a threaded process; the child runs only engine code.
@@ -123,10 +136,6 @@ class BuiltinEngine:
             forker.submit(self._process.start).result()
         engine_in.close()
         engine_out.close()
-        if self._load is None:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(Path(self.settings.model_path))
         self.info = self._wait_ready(from_engine)
         reader = threading.Thread(target=self._read, args=(from_engine,), daemon=True)
         reader.start()

@@ -33,7 +33,12 @@ ModelLoader = Callable[[torch.device], tuple[torch.nn.Module, list[int]]]
 class EngineCore:
     def __init__(self, settings: EngineSettings, load: ModelLoader) -> None:
         start = time.perf_counter()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if settings.cuda and not torch.cuda.is_available():
+            raise ModelError(
+                "service.gpu is set but the engine sees no CUDA device (is the NVIDIA driver "
+                "there?); leave service.gpu out to serve on the CPU"
+            )
+        self.device = torch.device("cuda" if settings.cuda else "cpu")
         model, eos_token_ids = load(self.device)
         _check(model, settings)
         self.runner = ModelRunner(model, settings, self.device)
@@ -83,22 +88,19 @@ class EngineCore:
         )
 
 
-def load_pretrained(path: str) -> ModelLoader:
-    """The loader of a Hugging Face model folder: bf16 on a GPU, float32 on the CPU."""
+def read_pretrained(path: str, cuda: bool) -> ModelLoader:
+    """Read a Hugging Face model folder into host memory now, without touching CUDA (bf16 for a
+    GPU, float32 for the CPU); the loader hands it to the engine process, which moves it over."""
+    from transformers import AutoModelForCausalLM
 
-    def load(device: torch.device) -> tuple[torch.nn.Module, list[int]]:
-        from transformers import AutoModelForCausalLM
-
-        # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        # Loaded into host memory; the runner moves the weights into its own GPU memory.
-        model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=dtype)
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = model.config.get_text_config().eos_token_id
-        return model, [eos] if isinstance(eos, int) else list(eos or [])
-
-    return load
+    # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=dtype)
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = model.config.get_text_config().eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return lambda _device: (model, eos_ids)
 
 
 def _check(model: torch.nn.Module, settings: EngineSettings) -> None:

@@ -8,6 +8,8 @@ reporting a failure (exit code 1).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import queue
 import signal
 import sys
@@ -39,6 +41,7 @@ def engine_main(
     """The engine process's target."""
     for end in replica_ends:  # inherited through fork; the replica's alone
         end.close()
+    _name_process(b"ember-engine")
     # Ctrl-C in a terminal reaches the whole process group: the replica stops the engine itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -53,6 +56,12 @@ def engine_main(
         sender.close()
         sys.exit(1)
     sender.close()
+
+
+def _name_process(name: bytes) -> None:
+    """Show as `name` in ps and /proc/<pid>/comm: a fork keeps the replica's command line."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only (prctl's PR_SET_NAME)
+        ctypes.CDLL(None).prctl(15, name)
 
 
 class Sender:

@@ -17,6 +17,7 @@ class EngineSettings:
     model_path: str
     max_model_len: int
     max_seqs: int  # sequences in one step (the app's max_concurrent_requests)
+    cuda: bool  # a GPU was asked for (service.gpu); decided from the config, never by asking CUDA
     gpu_memory_utilization: float  # share of the GPU's memory for this engine, all included
     cuda_graphs: bool
     cpu_kv_cache_bytes: int
@@ -30,6 +31,7 @@ class EngineSettings:
             model_path=config.model_path,
             max_model_len=config.model.max_model_len,
             max_seqs=config.service.max_concurrent_requests,
+            cuda=config.gpu is not None,
             gpu_memory_utilization=config.model.gpu_memory_utilization,
             cuda_graphs=not config.service.fast_boot,
             cpu_kv_cache_bytes=int(gib * 2**30),

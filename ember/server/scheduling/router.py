@@ -1,4 +1,4 @@
-"""Pick a ready replica with a free input slot for a request."""
+"""Pick a ready replica with a free input slot for an input."""
 
 from __future__ import annotations
 

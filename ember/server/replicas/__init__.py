@@ -1,0 +1,1 @@
+"""Replicas: their lifecycle, where they run (GPUs, cores), the supervision of their processes."""

@@ -1,0 +1,1 @@
+"""Scheduling inputs onto replicas: admission, the slot queue of each pool, picking a replica."""

@@ -1,0 +1,25 @@
+"""Admission: the one front door of web requests and `.remote()` inputs alike.
+
+Each input is admitted against its pool's queue bound (past it, 503 with Retry-After), with the
+caller's identity at hand for the budgets of a later change.
+"""
+
+from __future__ import annotations
+
+from ember.server.pools import Pool
+from ember.server.store.sql import TokenRecord
+
+Principal = TokenRecord  # who is calling: an admin or replica token, or an endpoint key
+ANONYMOUS = TokenRecord(id="", name="anonymous", kind="anonymous", app=None)  # public endpoints
+
+
+class Overloaded(Exception):
+    """503: the function's queue is full."""
+
+
+def admit(principal: Principal, pool: Pool, max_queued: int) -> None:
+    if pool.queue.waiting >= max_queued:
+        raise Overloaded(
+            f"{pool.key.function} has {pool.queue.waiting} inputs waiting for a "
+            "replica (the limit); retry shortly"
+        )

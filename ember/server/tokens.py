@@ -1,0 +1,37 @@
+"""ReplicaTokens: one API token per app for its replicas, made on first need, revoked with the app.
+
+A replica token opens only what a replica of its app needs (ember/server/api/auth.py says what):
+its app's functions and calls, and the volumes its app mounts. Only the token's hash is stored, so
+the token itself lives in this process; replicas do not outlive the server, and a new server
+process revokes the tokens an old one left behind (after a crash, say) before it makes new ones.
+"""
+
+from __future__ import annotations
+
+from ember.server.store.sql import SqlStore
+
+KIND = "replica"
+
+
+class ReplicaTokens:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._by_app: dict[str, tuple[str, str]] = {}  # app -> (token id, token)
+
+    def for_app(self, app: str) -> str:
+        """The token a replica of `app` calls the server with."""
+        if app not in self._by_app:
+            created = self._store.create_token("replicas", kind=KIND, app=app)
+            self._by_app[app] = (created.id, created.token)
+        return self._by_app[app][1]
+
+    def revoke(self, app: str) -> None:
+        """The app stopped: its replicas' token stops working (a redeploy makes a new one)."""
+        token = self._by_app.pop(app, None)
+        if token is not None:
+            self._store.revoke_token(token[0])
+
+    def revoke_all(self) -> None:
+        """Every replica token in the store, this process's and any a previous one left."""
+        self._by_app.clear()
+        self._store.revoke_tokens(KIND)

@@ -1,0 +1,1 @@
+"""In-memory stand-ins for what unit tests must not start: a backend, a clock."""
