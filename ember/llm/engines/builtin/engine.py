@@ -92,7 +92,9 @@ def read_pretrained(path: str, cuda: bool) -> ModelLoader:
     """Read a Hugging Face model folder into host memory now, without touching CUDA (bf16 for a
     GPU, float32 for the CPU); the loader hands it to the engine process, which moves it over."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # its monitor thread would be lost in the replicas forked after
     # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
     dtype = torch.bfloat16 if cuda else torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=dtype)
