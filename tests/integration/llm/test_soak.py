@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import alive, descendants, free_port
 from tests.integration.llm.test_llm_serve import start_llm_serve
 
-pytestmark = pytest.mark.soak
+SECONDS = float(os.environ.get("EMBER_SOAK_SECONDS", "600"))
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 300)]  # + start and teardown
 
 STREAMS = 20
 WARM_UP = 60.0  # seconds before memory counts: caches, allocator pools and the like fill up
@@ -32,7 +33,7 @@ def rss_mib(pid: int) -> float:
 
 
 def test_twenty_streams_for_ten_minutes(model_dir: Path, tmp_path: Path) -> None:
-    seconds = float(os.environ.get("EMBER_SOAK_SECONDS", "600"))
+    seconds = SECONDS
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.yaml").write_text("service:\n  max_concurrent_requests: 32\n")

@@ -94,7 +94,7 @@ def read_pretrained(path: str, cuda: bool) -> ModelLoader:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
-    logging.disable_progress_bar()  # its monitor thread would be lost in the replicas forked after
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # its thread is lost at fork
     # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
     dtype = torch.bfloat16 if cuda else torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(Path(path), dtype=dtype)
