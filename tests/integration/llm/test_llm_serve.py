@@ -219,7 +219,7 @@ def test_a_huge_prompt_is_refused_before_tokenizing_while_streams_go_on(endpoint
         model=endpoint.model, prompt="Once upon a time", max_tokens=40, temperature=0, stream=True
     )
     first = next(iter(stream))
-    huge = {"model": endpoint.model, "prompt": "hello " * 200_000}  # 1.2 MB, 29x the limit (D6)
+    huge = {"model": endpoint.model, "prompt": "hello " * 1_750_000}  # 10.5 MB, as D6 sent it
     response = endpoint.post("/completions", huge)
     assert response.status_code == 400
     assert "characters" in response.json()["error"]["message"]  # counted, never tokenized
