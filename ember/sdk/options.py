@@ -31,7 +31,6 @@ DEPRECATED_OPTIONS = {
 }
 
 
-
 @dataclass(frozen=True)
 class Retries:
     """Retry policy: `ember.Retries(max_retries=3, backoff_coefficient=2.0, initial_delay=1.0)`."""

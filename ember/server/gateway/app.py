@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,23 @@ ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
     QueueTimeout: (503, "NoReplica", True),
     ReplicaStartupError: (502, "ReplicaStartupError", False),
 }
+
+
+class Reply:
+    """The client's `send`, remembering the status it sent (499: none, the client left)."""
+
+    __slots__ = ("_send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send, self.started, self.status = send, time.perf_counter(), 499
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif kind == "websocket.accept":
+            self.status = 101
+        await self._send(message)
 
 
 class NoEndpoint(Exception):
@@ -119,23 +137,35 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, request_id: str
     ) -> None:
         websocket = scope["type"] == "websocket"
+        reply = Reply(send)
         try:
             web = self._web_endpoint(endpoint)
             principal = self._authenticate(scope, endpoint, web)
             body = b"" if websocket else await self._body(scope, receive)
             pool = self.plane.resolve(endpoint.app, endpoint.function, "")
             self.plane.admit(principal, pool)
+            waiting = time.perf_counter()
             replica = await pool.queue.acquire(self.settings.gateway_wait_timeout)
         except Exception as exc:  # noqa: BLE001 - mapped to a response by ERRORS, or re-raised
-            await _refuse(send, websocket, exc, request_id)
+            await _refuse(reply.send, websocket, exc, request_id)
+            if not isinstance(exc, NoEndpoint):  # only deployed names become labels
+                self._record(endpoint, reply)
             return
+        held = time.perf_counter()
+        self.plane.metrics.waited(pool, held - waiting)
         try:
-            await self._proxy(scope, receive, send, endpoint, web, replica, body, request_id)
+            await self._proxy(scope, receive, reply.send, endpoint, web, replica, body, request_id)
         except HttpError as exc:
             failed = f"{endpoint.app}.{endpoint.function} failed to answer: {exc}"
-            await _error(send, websocket, 502, "BadGateway", failed, request_id)
+            await _error(reply.send, websocket, 502, "BadGateway", failed, request_id)
         finally:
             pool.queue.release(replica)
+            self.plane.metrics.slot_held(replica, 1, time.perf_counter() - held)
+            self._record(endpoint, reply)
+
+    def _record(self, endpoint: Endpoint, reply: Reply) -> None:
+        metrics = self.plane.metrics
+        metrics.request(endpoint.app, endpoint.function, "web", reply.status, reply.started)
 
     def _web_endpoint(self, endpoint: Endpoint) -> wire.WebEndpointSpec:
         deployment = self.plane.deployments.find(endpoint.app)

@@ -233,6 +233,7 @@ def describe(event: ReplicaEvent) -> str:
     name = f"replica {replica.id} of {app}.{function} (v{version})"
     where = f" on GPU {','.join(map(str, replica.gpus))}" if replica.gpus else ""
     if event.state is S.READY:
-        return f"{name} ready{where} after {event.duration:.2f} s starting"
+        tier = "restoring" if event.previous is S.RESTORING else "starting (fresh)"
+        return f"{name} ready{where} after {event.duration:.2f} s {tier}"
     lifetime = event.at - replica.created
     return f"{name} stopped after {lifetime:.1f} s ({event.reason or 'no reason given'})"
