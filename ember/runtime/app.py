@@ -3,7 +3,8 @@
 `/__ember/inputs` runs a batch of inputs one after the other and streams each output frame as it
 is done, so the server can hold every input to its own `timeout` and keep what finished.
 `/__ember/health` answers 503 while enter hooks run, and for a `web_server` also checks that the
-user's server still listens.
+user's server still listens. `/__ember/metrics` serves what the user's code registered with
+`ember.runtime.metrics.provide_metrics` (204: nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ember import wire
+from ember.runtime.metrics import read_metrics
 from ember.runtime.user_code import UserCode
 from ember.runtime.web import build_web_app, port_open, wait_for_port
 from ember.sdk.serialization import deserialize, error_frame, ok_frame
@@ -61,12 +63,26 @@ class ReplicaApp:
         if route == "health":
             healthy = self.ready and await self._web_server_listens()
             await _respond(send, 200 if healthy else 503, b"ok" if healthy else b"not ready")
+        elif route == "metrics":
+            await self._serve_metrics(send)
         elif route == "inputs" and scope["method"] == "POST":
             inputs = wire.unpack_frames(await _read_body(receive))
             method = parse_qs(scope.get("query_string", b"").decode()).get("method", [None])[0]
             await self._serve_inputs(send, method, inputs)
         else:
             await _respond(send, 404, b"unknown internal route")
+
+    async def _serve_metrics(self, send: Any) -> None:
+        """The registered provider's Prometheus text; 204 without one (the server stops asking)."""
+        try:
+            text = await asyncio.to_thread(read_metrics)
+        except Exception as exc:  # noqa: BLE001 - the provider's failure, said to the server
+            await _respond(send, 500, f"metrics provider failed: {exc}".encode())
+            return
+        if text is None:
+            await _respond(send, 204, b"")
+        else:
+            await _respond(send, 200, text, "text/plain; version=0.0.4")
 
     async def _web_server_listens(self) -> bool:
         web = self.function.web
