@@ -66,7 +66,12 @@ def raise_command(scope: str) -> str:
 
 
 def describe(scope: str) -> str:
-    return "the server's monthly budget" if scope == SERVER else f"app {scope!r}'s monthly budget"
+    return "the server's monthly budget" if scope == SERVER else f"the monthly budget of {scope!r}"
+
+
+def usd(amount: float) -> str:
+    """Dollars as people read them; small amounts keep their cents' fractions."""
+    return f"{amount:.2f} USD" if amount >= 0.1 or amount == 0 else f"{amount:.6f} USD"
 
 
 class Budgets:
@@ -127,7 +132,7 @@ class Budgets:
             raise ApiError(404, "NotFoundError", f"no app {scope!r}; see `ember app list`")
         self._store.set_budget(scope, check_amount(monthly_usd))
         self._limits[scope] = monthly_usd
-        log.info("%s set to %.2f USD", describe(scope), monthly_usd)
+        log.info("%s set to %s", describe(scope), usd(monthly_usd))
         self.check()
         return self.info(scope)
 
@@ -164,8 +169,8 @@ class Budgets:
             if spent >= limit:
                 self._alert(scope, 100, spent, limit)
                 over[scope] = (
-                    f"{describe(scope)} of {limit:.2f} USD is spent ({spent:.2f} USD this UTC "
-                    "month): inputs that need a new replica are refused; raise it with "
+                    f"{describe(scope)}, {usd(limit)}, is spent ({usd(spent)} this UTC month): "
+                    "inputs that need a new replica are refused; raise it with "
                     f"{raise_command(scope)}"
                 )
         self._over = over
@@ -185,7 +190,7 @@ class Budgets:
         if not self._store.claim_alert(scope, month, level):
             return
         what = "reached" if level == 100 else f"at {level} %"
-        text = f"{describe(scope)} is {what}: {spent:.2f} of {limit:.2f} USD spent in {month}"
+        text = f"{describe(scope)} is {what}: {usd(spent)} of {usd(limit)} spent in {month}"
         if level == 100:
             text += "; new replicas are not started until it is raised"
         log.warning("%s", text)
