@@ -16,6 +16,7 @@ from ember.server.api import (
     apps,
     budgets,
     calls,
+    dashboard,
     images,
     keys,
     metrics,
@@ -59,7 +60,8 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     add_docs(app)
     app.state.plane, app.state.tokens = plane, token_cache
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
-    for module in (apps, calls, tokens, keys, secrets, images, volumes, usage, budgets, metrics):
+    parts = (apps, calls, tokens, keys, secrets, images, volumes, usage, budgets, metrics)
+    for module in (*parts, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", openapi_extra={"security": []})

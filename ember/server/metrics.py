@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class ServerMetrics:
         self.pools, self.deployments = pools, deployments
         self.meter, self.replicas, self._budgets = meter, replicas, budgets
         self.stats: dict[Key, FunctionStats] = {}
+        self.errors: deque[tuple[float, str, str, str, int]] = deque(maxlen=50)  # the dashboard's
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -115,6 +117,8 @@ class ServerMetrics:
         if latency is None:
             latency = stats.latency[kind] = Histogram(LATENCY)
         latency.observe(time.perf_counter() - started)
+        if status >= 500 or status == 402:
+            self.errors.append((time.time(), app, function, kind, status))
 
     def timed(self, app: str, function: str, kind: str) -> Timed:
         """`with metrics.timed(...) as timed:` records a request when the block ends: status 200,

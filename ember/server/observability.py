@@ -1,4 +1,5 @@
-"""Observability: the meter, budgets, metrics and log retention, built, run and stopped together.
+"""Observability: the meter, budgets, metrics, their history and log retention, built, run and
+stopped together.
 
 Each is a lifecycle subscriber or a loop of its own; the control plane holds this one object.
 """
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from ember.http1 import Http1Pool
 from ember.server.budgets import Budgets
 from ember.server.deployments import Deployments
+from ember.server.history import History
 from ember.server.log_retention import LogRetention
 from ember.server.logs import LogSink
 from ember.server.metering.meter import Meter
@@ -45,6 +47,7 @@ class Observability:
             pools, deployments, self.meter, self.replica_metrics, self.budgets.all
         )
         self.retention = LogRetention(store, settings.log_retention_bytes)
+        self.history = History(self.metrics)
         for part in (self.meter, self.replica_metrics, self.metrics):
             lifecycle.subscribe(part.on_replica_event)
 
@@ -57,6 +60,7 @@ class Observability:
             asyncio.ensure_future(self.meter.run(settings.meter_interval, self.budgets.check)),
             asyncio.ensure_future(self.replica_metrics.run(settings.metrics_interval)),
             asyncio.ensure_future(self.retention.run()),
+            asyncio.ensure_future(self.history.run(settings.metrics_interval, self.meter.now)),
         ]
 
     async def stop(self) -> None:

@@ -363,6 +363,13 @@ class SqlStore:
             rows = conn.execute(query.order_by(t.logs.c.id).limit(limit)).mappings().all()
         return [wire.LogLine(**r) for r in rows]
 
+    def recent_logs(self, limit: int) -> list[wire.LogLine]:
+        """The last `limit` lines of every app, oldest first."""
+        with self.engine.connect() as conn:
+            query = sa.select(t.logs).order_by(t.logs.c.id.desc()).limit(limit)
+            rows = conn.execute(query).mappings().all()
+        return [wire.LogLine(**r) for r in reversed(rows)]
+
     def log_sizes(self, after: int) -> tuple[dict[str, int], int]:
         """Bytes of log text per app in lines after id `after`, and the last id seen."""
         with self.engine.connect() as conn:
