@@ -187,6 +187,7 @@ class Meter:
         left = self._store.close_open_segments()
         if left:
             log.info("closed %d usage segment(s) a previous server left open", left)
+        self.windows = CostWindows(self.now())
         self.windows.load(self._store.segments(self.windows.month_start))
 
     async def checkpoint(self) -> None:
