@@ -236,4 +236,4 @@ def describe(event: ReplicaEvent) -> str:
         tier = "restoring" if event.previous is S.RESTORING else "starting (fresh)"
         return f"{name} ready{where} after {event.duration:.2f} s {tier}"
     lifetime = event.at - replica.created
-    return f"{name} stopped after {lifetime:.1f} s ({event.reason or 'no reason given'})"
+    return f"{name} stopped after {lifetime:.2f} s ({event.reason or 'no reason given'})"
