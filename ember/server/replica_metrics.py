@@ -1,11 +1,12 @@
 """ReplicaMetrics: what replicas measure themselves (an LLM engine's TTFT, tokens, queues),
 collected by the server and re-exported with the labels app and function.
 
-Every `interval` the server asks each ready replica for `/__ember/metrics`: Prometheus text from
-the provider its code registered (ember/runtime/metrics.py). A replica without one answers 204
-and is not asked again. Samples are summed over a function's replicas. Counters and histograms
-must not go backwards when a replica stops, so a stopped replica's last values are kept and
-added to the live ones' ("retired"); its gauges go with it. Families named as the server's own
+Every `interval` the server asks each ready replica for `/__ember/metrics`, and a replica once
+more as it starts draining: Prometheus text from the provider its code registered
+(ember/runtime/metrics.py). A replica without one answers 204 and is not asked again. Samples
+are summed over a function's replicas. Counters and histograms must not go backwards when a
+replica stops, so a stopped replica's last values are kept and added to the live ones'
+("retired"); its gauges go with it. Families named as the server's own
 are not re-exported (metrics.py), and each family keeps at most MAX_SERIES label sets per
 function.
 """
@@ -81,15 +82,25 @@ class ReplicaMetrics:
         self._latest: dict[str, tuple[Key, Families]] = {}  # by replica id
         self._retired: dict[Key, Families] = {}
         self._silent: set[str] = set()  # replicas that serve no metrics
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on_replica_event(self, event: ReplicaEvent) -> None:
-        """A lifecycle subscriber: a stopped replica's counters are kept, its gauges dropped."""
-        if event.state is ReplicaState.STOPPED:
-            self._silent.discard(event.replica.id)
-            latest = self._latest.pop(event.replica.id, None)
+        """A lifecycle subscriber: a draining replica is asked once more (its last counts); a
+        stopped one's counters are kept, its gauges dropped."""
+        replica = event.replica
+        if event.state is ReplicaState.DRAINING and replica.id not in self._silent:
+            app, _, function, _ = replica.pool
+            task = asyncio.ensure_future(self._collect_one((app, function), replica))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif event.state is ReplicaState.STOPPED:
+            self._silent.discard(replica.id)
+            latest = self._latest.pop(replica.id, None)
             if latest is not None:
-                key, families = latest
-                merge(self._retired.setdefault(key, {}), families, cumulative_only=True)
+                self._retire(*latest)
+
+    def _retire(self, key: Key, families: Families) -> None:
+        merge(self._retired.setdefault(key, {}), families, cumulative_only=True)
 
     async def run(self, interval: float) -> None:
         while True:
@@ -120,14 +131,17 @@ class ReplicaMetrics:
         if response.status == 204:
             self._silent.add(replica.id)
             return
-        if response.status != 200 or replica.state is ReplicaState.STOPPED:
+        if response.status != 200:
             return
         try:
             families = parse(body.decode(errors="replace"))
         except ValueError as exc:
             log.warning("replica %s served metrics that do not parse: %s", replica.id, exc)
             return
-        self._latest[replica.id] = (key, families)
+        if replica.state is ReplicaState.STOPPED:  # it stopped while we asked: its last counts
+            self._retire(key, families)
+        else:
+            self._latest[replica.id] = (key, families)
 
     def merged(self) -> dict[Key, Families]:
         """Per function: the live replicas' families summed, plus what stopped ones counted."""
