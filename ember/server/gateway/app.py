@@ -53,7 +53,8 @@ ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
 
 
 class Reply:
-    """The client's `send`, remembering the status it sent (499: none, the client left)."""
+    """A request's status for the metrics: the replica's, or that of the error the gateway
+    sent through `send` (499: none, the client left). The replica's body does not pass here."""
 
     __slots__ = ("_send", "started", "status")
 
@@ -61,11 +62,8 @@ class Reply:
         self._send, self.started, self.status = send, time.perf_counter(), 499
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
+        if message["type"] == "http.response.start":
             self.status = message["status"]
-        elif kind == "websocket.accept":
-            self.status = 101
         await self._send(message)
 
 
@@ -154,7 +152,9 @@ class Gateway:
         held = time.perf_counter()
         self.plane.metrics.waited(pool, held - waiting)
         try:
-            await self._proxy(scope, receive, reply.send, endpoint, web, replica, body, request_id)
+            reply.status = await self._proxy(
+                scope, receive, send, endpoint, web, replica, body, request_id
+            )
         except HttpError as exc:
             failed = f"{endpoint.app}.{endpoint.function} failed to answer: {exc}"
             await _error(reply.send, websocket, 502, "BadGateway", failed, request_id)
@@ -198,16 +198,17 @@ class Gateway:
         replica: ReplicaRecord,
         body: bytes,
         request_id: str,
-    ) -> None:
+    ) -> int:
+        """The replica's answer streamed to the client; returns its status."""
         handle = replica.handle
         assert handle is not None
         port = handle.web_port if web.kind == "web_server" else handle.port
         assert port is not None
         if scope["type"] == "websocket":
             await proxy_websocket(handle.host, port, endpoint.target, scope, receive, send)
-            return
+            return 101
         headers = upstream_headers(scope, request_id, web.requires_proxy_auth)
-        await stream_response(
+        return await stream_response(
             self.plane.http, handle.host, port, endpoint.target, scope, receive, send, body,
             headers, request_id, self.settings.client_timeout,
         )  # fmt: skip

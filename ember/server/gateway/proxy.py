@@ -150,8 +150,9 @@ async def stream_response(
     headers: Headers,
     request_id: str,
     send_timeout: float,
-) -> None:
-    """Send the request upstream; stream status, headers and body back to the client."""
+) -> int:
+    """Send the request upstream; stream status, headers and body back to the client. Returns
+    the status."""
     response = await http.request(scope["method"], host, port, target, headers, body)
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
@@ -169,6 +170,7 @@ async def stream_response(
             async with asyncio.timeout(send_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return response.status
     except (ClientGone, TimeoutError, HttpError):
         await response.aclose()  # cancels the upstream request with the connection
         raise
