@@ -10,6 +10,7 @@ from typing import Any, cast
 import ember
 from ember.llm.config import LLMConfig
 from ember.llm.engines.base import Engine, TokenEngine
+from ember.runtime.metrics import provide_metrics
 
 config = LLMConfig.from_env()
 image = ember.Image.debian_slim().env(config.to_env())
@@ -63,6 +64,12 @@ class Server:
     @ember.enter()
     def start(self) -> None:
         self.engine.start()
+        # The engine's TTFT, tokens and queues, collected and re-exported by the server.
+        provide_metrics(
+            f"{cast(Any, self.engine).url}/metrics"  # vllm serve's own
+            if config.engine == "vllm"
+            else cast(TokenEngine, self.engine).metrics_text
+        )
 
     @endpoint()
     def serve(self) -> Any:

@@ -26,11 +26,12 @@ from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
 from ember.server.home import prepare_home
 from ember.server.logs import LogSink
+from ember.server.observability import Observability
 from ember.server.pools import Pool, PoolRegistry
 from ember.server.replicas.coldstarts import ColdStarts
 from ember.server.replicas.launch import Launcher
 from ember.server.replicas.placement import Inventory, resolve_resources
-from ember.server.replicas.state import Lifecycle
+from ember.server.replicas.state import Lifecycle, ReplicaState
 from ember.server.replicas.supervisor import Supervisor
 from ember.server.replicas.templates import Templates
 from ember.server.scheduler import Scheduler
@@ -90,8 +91,15 @@ class ControlPlane:
             self.store, settings.apps_dir, self.pools, self.put_secret, self.resources_of
         )
         self.cold_starts = ColdStarts(self.store, self.lifecycle)
-        answered = self.cold_starts.answered
-        self.dispatcher = Dispatcher(settings, self.supervisor, self.http, answered)
+        self.observability = Observability(
+            settings, self.store, self.pools, self.deployments, self.lifecycle, self.logs,
+            self.http, {gpu.index: gpu.type for gpu in self.capabilities.gpus},
+        )  # fmt: skip
+        self.meter, self.budgets = self.observability.meter, self.observability.budgets
+        self.metrics = self.observability.metrics
+        self.dispatcher = Dispatcher(
+            settings, self.supervisor, self.http, self.cold_starts.answered, self.metrics
+        )
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
         self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
@@ -135,6 +143,8 @@ class ControlPlane:
         self.volumes.create_missing(request)
         deployment = self.deployments.deploy(request)
         self.prepare_templates(deployment)
+        names = ", ".join(f.name for f in request.functions)
+        log.info("deployed %s version %d (%s)", deployment.app, deployment.version, names)
         self.autoscaler.trigger()
         return deployment
 
@@ -162,7 +172,7 @@ class ControlPlane:
         return self.deployments.pool(self.deployments.current(app), function, params)
 
     def admit(self, principal: Principal, pool: Pool) -> None:
-        admit(principal, pool, self.settings.max_queued_requests)
+        admit(principal, pool, self.settings.max_queued_requests, self.budgets)
 
     async def call(
         self, principal: Principal, app: str, function: str, method: str | None, params: str,
@@ -205,6 +215,7 @@ class ControlPlane:
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            *self.observability.start(),
         ]
 
     def bootstrap_admin_token(self) -> None:
@@ -224,6 +235,10 @@ class ControlPlane:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.spawns.close()
         await self.supervisor.close()
+        for pool in self.pools:  # their processes are gone: every replica ends, metered
+            for replica in list(pool.replicas.values()):
+                self.lifecycle.move(replica, ReplicaState.STOPPED, "the server stopped")
+        await self.observability.stop()
         await self.logs.close()
         await self.recorder.close()
         await self.cold_starts.close()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ember.backends.local import base_environment
+from ember.server.metering.prices import PriceTable
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class ServerSettings:
     max_parked: int = 16
     parked_memory_fraction: float = 0.5
     park_hook_timeout: float = 120.0  # seconds for @before_park / @after_restore hooks
+    # Observability: metrics, metering, budgets, logs.
+    metrics_public: bool = False  # /metrics without a token
+    metrics_interval: float = 5.0  # how often replicas are asked for their own metrics
+    prices: PriceTable = field(default_factory=PriceTable)
+    meter_interval: float = 2.0  # usage checkpoints and budget checks
+    budget_webhook: str | None = None  # alerts (80 %, 100 % of a budget) are POSTed here
+    log_retention_bytes: int = 64 * 1024 * 1024  # per app; the oldest lines go first
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 

@@ -357,6 +357,6 @@ def describe_stop(event: ReplicaEvent) -> str:
     app, version, function, _ = replica.pool
     lifetime = event.at - replica.created
     return (
-        f"replica {replica.id} of {app}.{function} (v{version}) stopped after {lifetime:.1f} s "
+        f"replica {replica.id} of {app}.{function} (v{version}) stopped after {lifetime:.2f} s "
         f"({event.reason or 'no reason given'})"
     )
