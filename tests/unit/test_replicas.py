@@ -197,3 +197,27 @@ async def test_one_failed_health_check_does_not_replace_a_replica(harness: Harne
     await harness.supervisor.check_health(pool)
     assert replica.state is S.STOPPING
     assert all(fresh for _, _, fresh in harness.http.requests)  # probes on fresh connections
+
+
+async def test_a_replica_that_took_an_input_during_the_check_is_not_replaced(
+    harness: Harness,
+) -> None:
+    """The probe's D5: the check picks idle replicas, then probes them; one that took an input
+    meanwhile is busy, not dead, whatever its probe said."""
+    pool = harness.pool()
+    waiter = asyncio.ensure_future(pool.queue.acquire(timeout=60))
+    await harness.scale()
+    await harness.ready_all(pool)
+    replica = await waiter
+    pool.queue.release(replica)
+    harness.http.answer = lambda target, body: Answer(status=503)
+    for _ in range(2):
+        await harness.supervisor.check_health(pool)
+
+    def busy_now(target: str, body: bytes) -> Answer:
+        replica.take_slot()  # an input arrives while the probe is in flight
+        return Answer(status=503)
+
+    harness.http.answer = busy_now
+    await harness.supervisor.check_health(pool)
+    assert replica.state is S.READY and replica.in_flight == 1
