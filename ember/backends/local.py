@@ -33,6 +33,7 @@ from ember.backends.base import (
     ReplicaStartFailed,
     Template,
 )
+from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
 
@@ -45,8 +46,6 @@ BASE_ENV = (
 )  # fmt: skip
 STATUS_DRAIN = 2.0  # seconds to read a status a replica wrote just before it exited
 KILL_TEMPLATE_GRACE = 5.0
-READ_CHUNK = 64 * 1024
-MAX_LINE = 16 * 1024  # longer output without a newline is logged in pieces
 
 
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -190,6 +189,7 @@ class LocalBackend:
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(logs, launch.on_log)),
             tier="fork",
+            record=_record(self._run_dir, assignment.replica_id),  # its children carry its id
         )
         self._replicas.add(replica)
         return replica
@@ -330,7 +330,7 @@ class LocalBackend:
             status=status,
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(process.stdout, launch.on_log)),
-            record=_record(self._run_dir, launch.assignment.replica_id, process.pid),
+            record=_record(self._run_dir, launch.assignment.replica_id),
         )
 
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
@@ -449,29 +449,6 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def pump_logs(stream: asyncio.StreamReader, on_log: LogCallback) -> None:
-    """Replica output -> log lines, whatever it prints: lines of any length are logged in pieces,
-    a `\\r` progress bar as what a terminal would show, bytes that are not UTF-8 replaced."""
-    pending = b""
-    while chunk := await stream.read(READ_CHUNK):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _emit(on_log, line)
-        if b"\r" in pending:
-            pending = pending.rsplit(b"\r", 1)[1]
-        while len(pending) > MAX_LINE:
-            _emit(on_log, pending[:MAX_LINE])
-            pending = pending[MAX_LINE:]
-    if pending:
-        _emit(on_log, pending)
-
-
-def _emit(on_log: LogCallback, line: bytes) -> None:
-    line = line.rstrip(b"\r").rsplit(b"\r", 1)[-1]
-    for start in range(0, max(len(line), 1), MAX_LINE):
-        on_log(line[start : start + MAX_LINE].decode(errors="replace"))
-
-
 def _pump_pasta(pasta: asyncio.subprocess.Process, on_log: LogCallback) -> asyncio.Task[None]:
     """pasta's complaints go to the replica's log (and its stderr pipe never fills)."""
 
@@ -485,46 +462,38 @@ def _pump_pasta(pasta: asyncio.subprocess.Process, on_log: LogCallback) -> async
     return asyncio.ensure_future(pump())
 
 
-def _record(run_dir: Path, replica_id: str, pgid: int) -> Path:
-    """Note the replica's process group, so a server that died hard can be cleaned up after."""
+def _record(run_dir: Path, replica_id: str) -> Path:
+    """Note the replica, so what it left after a server that died hard can be cleaned up."""
     path = run_dir / f"{replica_id}.json"
-    path.write_text(json.dumps({"replica": replica_id, "pgid": pgid, "server": os.getpid()}))
+    path.write_text(json.dumps({"replica": replica_id, "server": os.getpid()}))
     return path
 
 
 def stop_leftovers(run_dir: Path) -> None:
     """Kill what the replicas of a server that died without stopping them left running.
 
-    Only processes of the recorded group that carry the replica's EMBER_REPLICA_ID: a group
-    number can be reused by an unrelated program once the old group is gone."""
+    Every process that carries a recorded replica's EMBER_REPLICA_ID, which its children inherit:
+    in the replica's group, or in a session of their own (a daemon), wherever they run."""
+    left: dict[bytes, Path] = {}  # `EMBER_REPLICA_ID=...` -> its record
     for path in run_dir.glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             record = json.loads(path.read_text())
-            if _alive(record["server"]):
-                continue
-            marker = f"{wire.REPLICA_ID_ENV}={record['replica']}".encode()
-            for pid in _group_members(record["pgid"]):
-                if marker in _environ(pid):
-                    _kill(pid)
-            path.unlink()
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
+            if not _alive(record["server"]):
+                left[f"{wire.REPLICA_ID_ENV}={record['replica']}".encode()] = path
+    if not left:
+        return
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid:
-                    members.append(int(entry.name))
-    return members
+        if entry.name.isdigit() and not left.keys().isdisjoint(_environ(int(entry.name))):
+            _kill(int(entry.name))
+    for path in left.values():
+        path.unlink(missing_ok=True)
 
 
-def _environ(pid: int) -> bytes:
+def _environ(pid: int) -> list[bytes]:
     try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
-        return b""
+        return []
 
 
 def _alive(pid: int) -> bool:

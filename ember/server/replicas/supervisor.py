@@ -320,6 +320,8 @@ class Supervisor:
         idle = [r for r in pool.replicas.values() if r.ready and r.in_flight == 0]
         results = await asyncio.gather(*(self._healthy(r) for r in idle))
         for replica, ok in zip(idle, results, strict=True):
+            if replica.in_flight:  # took an input during the probe: busy, which is not dead
+                continue
             replica.health_failures = 0 if ok else replica.health_failures + 1
             if replica.health_failures >= HEALTH_FAILURES and replica.ready:
                 failures = replica.health_failures
