@@ -19,6 +19,7 @@ import uvicorn
 
 from ember.backends.base import Capabilities
 from ember.backends.gpus import GpuFlagError
+from ember.backends.ray import RayUnavailable
 from ember.cli.output import console, err
 from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
@@ -69,6 +70,24 @@ def server(
     sandbox: bool = typer.Option(
         True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
     ),
+    backend: str = typer.Option(
+        "local", help="Where replicas run: 'local' (this host) or 'ray' (a Ray cluster)."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        help="With --backend ray: the cluster's HOST:PORT, as `ray start --head` printed it "
+        "(default: the cluster started on this machine, or RAY_ADDRESS).",
+    ),
+    advertise_url: str = typer.Option(
+        None,
+        help="This server's URL as replicas on other machines reach it (nested calls), e.g. "
+        "http://10.0.0.2:8765; listen on that address too (--host).",
+    ),
+    ray_node_dir: str = typer.Option(
+        "/tmp/ember-node",
+        help="With --backend ray: the folder on each node for app sources, images and "
+        "volume copies.",
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
     os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
@@ -79,6 +98,10 @@ def server(
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     if gpu_fallback not in (None, "cpu"):
         raise typer.BadParameter("--gpu-fallback takes 'cpu' (or leave it out)")
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter(f"--backend takes 'local' or 'ray', not {backend!r}")
+    if backend == "local" and ray_address:
+        raise typer.BadParameter("--ray-address goes with --backend ray")
     settings = ServerSettings(
         home=home,
         host=host,
@@ -95,6 +118,10 @@ def server(
         gpus=gpus,
         gpu_fallback_cpu=gpu_fallback == "cpu",
         sandbox=sandbox,
+        backend=backend,
+        ray_address=ray_address,
+        ray_node_dir=ray_node_dir,
+        advertise_url=advertise_url,
     )
     try:
         sock = listen_socket(host, port)
@@ -106,6 +133,9 @@ def server(
         gateway = create_app(settings)
     except GpuFlagError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except RayUnavailable as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")
     if tls_cert is not None:
@@ -116,6 +146,8 @@ def server(
 
 def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> None:
     fallback = "; functions asking for GPUs it lacks run on the CPU" if gpu_fallback_cpu else ""
+    if capabilities.where != "this host":
+        console.print(f"Replicas run on {capabilities.where}")
     console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
     if capabilities.isolation_missing is None:
         console.print("Replicas: sandboxed (own network and PID namespaces)")

@@ -55,6 +55,23 @@ def local_backend(settings: ServerSettings) -> LocalBackend:
     )
 
 
+def ray_backend(settings: ServerSettings) -> Backend:
+    """Replicas as actors on the Ray cluster at `--ray-address` (RayUnavailable if none)."""
+    from ember.backends.ray import RayBackend  # imports Ray only when it is asked for
+
+    return RayBackend(
+        settings.ray_address,
+        node_dir=settings.ray_node_dir,
+        server_ports=[settings.port],
+        sandbox=settings.sandbox,
+        ca_cert=settings.tls_cert,
+    )
+
+
+def make_backend(settings: ServerSettings) -> Backend:
+    return ray_backend(settings) if settings.backend == "ray" else local_backend(settings)
+
+
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -66,7 +83,7 @@ class ControlPlane:
         self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
         self.replica_tokens = ReplicaTokens(self.store)
-        backend = backend or local_backend(settings)
+        backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
         self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)

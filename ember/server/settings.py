@@ -37,6 +37,11 @@ class ServerSettings:
     gpus: str | None = None  # --gpus: none, indices ("0,1"), or declared ("H100:4"); None: found
     gpu_fallback_cpu: bool = False  # run functions whose GPU this host lacks on the CPU
     sandbox: bool = True  # network and PID namespaces per replica, where the host allows
+    # Where replicas run: "local" (processes on this host) or "ray" (actors on a Ray cluster).
+    backend: str = "local"
+    ray_address: str | None = None  # the cluster's HOST:PORT; None: `ray start` here, RAY_ADDRESS
+    ray_node_dir: str = "/tmp/ember-node"  # on each Ray node: sources, images, volume copies
+    advertise_url: str | None = None  # the server as replicas on other machines reach it
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 
@@ -52,8 +57,11 @@ class ServerSettings:
 
     @property
     def replica_server_url(self) -> str:
-        """The server as replicas reach it: on their loopback (a sandbox forwards the port),
-        unless the server listens on one address only."""
+        """The server as replicas reach it: `advertise_url` if given (replicas on other
+        machines); else on their loopback (a sandbox forwards the port), unless the server
+        listens on one address only."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
         scheme = "https" if self.tls else "http"
         host = self.host
         if host in ("127.0.0.1", "0.0.0.0", "::", "localhost"):
