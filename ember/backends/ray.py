@@ -45,6 +45,9 @@ LOST = -1  # the exit code of a replica whose actor or node died
 CONNECT_TIMEOUT = 5.0  # seconds to reach the cluster's address before saying it is not there
 STOP_MARGIN = 10.0  # seconds past the grace for the actor to answer a stop, then it is killed
 UNKNOWN_GPU = "unknown"  # a node's GPUs without an accelerator_type: only gpu="any" takes them
+# What a replica without `cpu=` asks Ray for (Modal's default request). Not zero: Ray spreads
+# actors by how much of each node they use, and actors that use nothing pile up on one node.
+DEFAULT_CPU = 0.125
 
 
 class RayUnavailable(Exception):
@@ -98,7 +101,7 @@ def actor_options(
     """Ray's options for the actor of a replica that the server gave `gpus` (their number and
     type; Ray picks the devices)."""
     options: dict[str, Any] = {
-        "num_cpus": min(spec.cpu or 0, max_cores or 0),
+        "num_cpus": min(spec.cpu or DEFAULT_CPU, max_cores or DEFAULT_CPU),
         "num_gpus": len(gpus),
         "scheduling_strategy": "SPREAD",
         "max_concurrency": 16,  # start, logs, wait and stop are all pending at once

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 import uvicorn
+from rich.markup import escape
 
 from ember.backends.base import Capabilities
 from ember.backends.gpus import GpuFlagError
@@ -134,7 +135,7 @@ def server(
     except GpuFlagError as exc:
         raise typer.BadParameter(str(exc)) from None
     except RayUnavailable as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")

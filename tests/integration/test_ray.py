@@ -1,0 +1,183 @@
+"""The Ray backend on a real cluster of three nodes on this machine (tests/ray_cluster.py).
+
+Replicas spread over nodes, GPUs counted per node and chosen by Ray, a node killed under load
+(inputs retried per `retries`, then a clear error), scale to zero and back, and the errors of a
+server that cannot reach a cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ember.cli.loader import import_file
+from ember.sdk.exceptions import ExecutionError, InvalidError
+from tests.conftest import RunningServer, free_port, start_server, wait_until
+from tests.integration.helpers import ember_cli, load, replica_count, replica_pid
+from tests.ray_cluster import RayCluster, RayNode, ray_installed
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.skipif(not ray_installed(), reason="Ray is not installed (scripts/setup ray)"),
+]
+
+
+def serve_on(cluster: RayCluster, home: Path, monkeypatch: pytest.MonkeyPatch) -> RunningServer:
+    running = start_server(home, cluster=cluster)
+    for key, value in running.env().items():
+        monkeypatch.setenv(key, value)
+    return running
+
+
+@pytest.fixture
+def ray_server(ray_cluster: RayCluster, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    running = serve_on(ray_cluster, tmp_path / "home", monkeypatch)
+    yield running
+    assert not running.stop(), "replicas outlived the server"
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RayCluster]:
+    """A cluster of its own (a test kills its nodes): a head and two workers."""
+    cluster = RayCluster()
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.add_node(num_cpus=2)
+        cluster.add_node(num_cpus=2)
+        yield cluster
+    finally:
+        assert not cluster.stop()
+
+
+def per_node(cluster: RayCluster) -> dict[str, int]:
+    return {node.ip: len(node.replica_pids()) for node in cluster.nodes}
+
+
+def test_replicas_spread_over_the_nodes(ray_server: RunningServer,
+                                        ray_cluster: RayCluster) -> None:
+    cluster_app = load("cluster")
+    cluster_app.app.deploy()
+    wait_until(lambda: all(per_node(ray_cluster).values()), timeout=120)
+    assert sorted(per_node(ray_cluster).values()) == [1, 1, 1]  # min_containers=3, spread
+    assert cluster_app.spread.remote().startswith("r-")
+
+
+def test_gpus_are_counted_per_node_and_chosen_by_ray(ray_server: RunningServer,
+                                                     ray_cluster: RayCluster,
+                                                     tmp_path: Path) -> None:
+    gpu_app = load("cluster_gpus")
+    gpu_app.app.deploy()
+    assert gpu_app.two_gpus.remote() == "0,1"  # Ray's choice, in CUDA_VISIBLE_DEVICES
+    # One replica per worker: each holds both of its node's GPUs.
+    wait_until(lambda: per_node(ray_cluster) == {"127.0.0.2": 0, "127.0.0.3": 1,
+                                                 "127.0.0.4": 1}, timeout=120)
+
+    for gpu in ("A100", "H100:4"):  # no A100 at all; no node with four H100
+        source = tmp_path / "wants.py"
+        source.write_text("import ember\napp = ember.App('wants')\n"
+                          f"@app.function(gpu={gpu!r})\ndef f():\n    return 1\n")
+        expected = r"the Ray cluster has 4 x H100 \(2 on 127\.0\.0\.3, 2 on 127\.0\.0\.4\)"
+        with pytest.raises(InvalidError, match=expected):
+            import_file(source).app.deploy()
+
+
+def test_a_node_killed_under_load_loses_no_input_beyond_its_retries(
+        own_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = serve_on(own_cluster, tmp_path / "home", monkeypatch)
+    try:
+        cluster_app = load("cluster")
+        cluster_app.app.deploy()
+        # With retries: the inputs of the dead node run again elsewhere.
+        results, on_dead = hold_and_kill(own_cluster, cluster_app.held, tmp_path / "a")
+        assert results == [x * x for x in range(4)]
+        assert on_dead  # the test did kill a node holding inputs
+        log = running.log_path.read_text()
+        assert "exited with code -1" in log  # the server saw its replicas go
+        # Without retries: they fail, and say what happened.
+        results, on_dead = hold_and_kill(own_cluster, cluster_app.held_once, tmp_path / "b")
+        assert on_dead
+        for x, result in enumerate(results):
+            if x in on_dead:
+                assert isinstance(result, ExecutionError), result
+                assert "the replica running held_once" in str(result)
+                assert "lost" in str(result) or "did not answer" in str(result)
+            else:
+                assert result == x * x
+        assert len(own_cluster.live_nodes()) == 1  # only the head is left
+    finally:
+        assert not running.stop()
+
+
+def hold_and_kill(cluster: RayCluster, function: Any, folder: Path) -> tuple[list[Any], set[int]]:
+    """Four inputs held on their replicas; a worker node holding some is killed; the rest let
+    go. Returns the results (exceptions as values) and the inputs that were on the dead node."""
+    folder.mkdir()
+    release = folder.parent / f"{folder.name}-release"
+    results: list[Any] = []
+    mapping = threading.Thread(target=lambda: results.extend(function.map(
+        range(4), kwargs={"folder": str(folder), "release": str(release)},
+        return_exceptions=True)))
+    mapping.start()
+    wait_until(lambda: len(list(folder.iterdir())) == 4, timeout=120)
+    taken = {path.name: int(path.read_text()) for path in folder.iterdir()}
+    victim = _worker_holding(cluster, taken)
+    dead_pids = set(victim.replica_pids())
+    on_dead = {x for replica, x in taken.items() if replica_pid(replica) in dead_pids}
+    cluster.kill_node(victim)
+    release.touch()
+    mapping.join(timeout=120)
+    assert not mapping.is_alive()
+    return results, on_dead
+
+
+def _worker_holding(cluster: RayCluster, taken: dict[str, int]) -> RayNode:
+    pids = {replica_pid(replica) for replica in taken}
+    for node in cluster.nodes[1:]:
+        if node.process.poll() is None and pids & set(node.replica_pids()):
+            return node
+    raise AssertionError("no worker node holds an input")
+
+
+def test_scale_to_zero_and_back(ray_server: RunningServer, ray_cluster: RayCluster) -> None:
+    cluster_app = load("cluster")
+    with cluster_app.app.run():
+        first = cluster_app.idle.remote()
+        name = cluster_app.app.deployed_name
+        wait_until(lambda: replica_count(name, "idle") == 0, timeout=60)
+        wait_until(lambda: not _runs(ray_cluster, first), timeout=30)  # gone from its node
+        second = cluster_app.idle.remote()
+        assert second != first  # a new replica, on whichever node Ray chose
+
+
+def _runs(cluster: RayCluster, replica: str) -> bool:
+    try:
+        return replica_pid(replica) in cluster.replica_pids()
+    except AssertionError:  # no process of that replica
+        return False
+
+
+def test_no_cluster_at_the_address_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    result = ember_cli("server", "--port", str(free_port()), "--backend", "ray",
+                       "--ray-address", address, env={"EMBER_HOME": str(tmp_path / "home")})
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())  # as one line, however the terminal wrapped it
+    assert f"no Ray cluster at {address}: Connection refused" in said
+    assert "ray start --head" in said
+
+
+def test_ray_not_installed_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    # A `ray` package that cannot be imported stands in for a machine without Ray.
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    pythonpath = f"{shadow.parent}:{Path(__file__).resolve().parents[2]}"
+    result = ember_cli("server", "--port", str(free_port()), "--backend", "ray",
+                       env={"EMBER_HOME": str(tmp_path / "home"), "PYTHONPATH": pythonpath})
+    assert result.returncode == 1
+    assert "pip install 'ember[ray]'" in " ".join(result.stderr.split())
