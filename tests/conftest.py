@@ -98,11 +98,15 @@ class RunningServer:
 
 def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False,
                  extra_args: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None, cluster: Any = None) -> RunningServer:
-    """A real `ember server`; on the Ray backend when given a RayCluster."""
+                 extra_env: dict[str, str] | None = None, cluster: Any = None,
+                 shared_volumes: bool = True) -> RunningServer:
+    """A real `ember server`; on the Ray backend when given a RayCluster, with its volumes on
+    the shared-filesystem driver (a folder every node of that cluster sees) unless told not."""
     if cluster is not None:
         extra_args = ["--backend", "ray", "--ray-address", cluster.address,
                       "--ray-node-dir", str(cluster.root / "node"), *(extra_args or [])]
+        if shared_volumes:
+            extra_args += ["--volumes-path", str(home / "shared-volumes")]
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)

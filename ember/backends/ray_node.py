@@ -33,6 +33,7 @@ from ember.backends.base import ReplicaLaunch, ReplicaStartFailed
 from ember.backends.local import LocalBackend, LocalReplica, base_environment
 from ember.backends.sandbox import Sandbox
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.mounts import replica_dir
 
 MAX_KEPT_LINES = 10_000  # log lines the actor holds for a server that fell behind
 LOG_POLL = 30.0  # seconds a `logs` call waits for new lines before answering empty
@@ -94,6 +95,7 @@ class ReplicaHost:
         self._replica: LocalReplica | None = None
         self._exited: asyncio.Future[int] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._scratch: str | None = None  # the replica's volume copies on this node
 
     def _exit_future(self) -> asyncio.Future[int]:
         if self._exited is None:
@@ -112,7 +114,7 @@ class ReplicaHost:
                 exited.set_result(1)
             return str(exc)
         assert self._replica is not None
-        self._watcher = asyncio.ensure_future(self._watch(self._replica))
+        self._watcher = asyncio.ensure_future(self._watch(self._replica, self._scratch))
         try:
             await self._replica.wait_ready()
         except ReplicaStartFailed as exc:
@@ -131,6 +133,8 @@ class ReplicaHost:
         updates: dict[str, Any] = {}
         if launch.source_digest is not None:
             updates["source_dir"] = str(await self._source(node, launch.source_digest, source))
+        if spec.volume_storage == "shared":  # working copies on this node's own disk
+            updates["volume_scratch"] = str(node / "volumes")
         if launch.ca_pem is not None:
             updates["ca_cert"] = str(_write_once(node / "tls", launch.ca_pem))
         image = await self._image(node, launch.image, host) if launch.image else None
@@ -146,6 +150,7 @@ class ReplicaHost:
             isolation_missing=why_not,
             host=host,
         )
+        self._scratch = updates.get("volume_scratch")
         self._replica = await self._backend.start_replica(
             ReplicaLaunch(
                 spec=spec.model_copy(update=updates),
@@ -189,8 +194,11 @@ class ReplicaHost:
         self._log.write(f"[ember] preparing image {image_hash[:12]} on {host}")
         return await asyncio.to_thread(build)
 
-    async def _watch(self, replica: LocalReplica) -> None:
+    async def _watch(self, replica: LocalReplica, scratch: str | None) -> None:
         code = await replica.wait()
+        if scratch is not None:  # its working copies, if it could not remove them itself
+            folder = replica_dir(Path(scratch), replica.replica_id)
+            await asyncio.to_thread(shutil.rmtree, folder, True)
         exited = self._exit_future()
         if not exited.done():
             exited.set_result(code)

@@ -84,6 +84,11 @@ def server(
         help="This server's URL as replicas on other machines reach it (nested calls), e.g. "
         "http://10.0.0.2:8765; listen on that address too (--host).",
     ),
+    volumes_path: Path = typer.Option(
+        None,
+        help="Keep volumes in this folder, which every node mounts at the same path (NFS, "
+        "CephFS, ...): needed for volumes on --backend ray. Default: in the data directory.",
+    ),
     ray_node_dir: str = typer.Option(
         "/tmp/ember-node",
         help="With --backend ray: the folder on each node for app sources, images and "
@@ -123,6 +128,7 @@ def server(
         ray_address=ray_address,
         ray_node_dir=ray_node_dir,
         advertise_url=advertise_url,
+        volumes_path=volumes_path.absolute() if volumes_path else None,
     )
     try:
         sock = listen_socket(host, port)

@@ -42,7 +42,7 @@ class Prepared:
 
 async def prepare(spec: wire.ReplicaSpec, replica_id: str) -> Prepared:
     # Volumes first: the user's module may read them as it is imported.
-    mounts = mount_volumes(spec.volume_root, replica_id, spec.function.volumes)
+    mounts = mount_volumes(spec, replica_id)
     try:
         user = load_user_code(spec)
         await user.run_hooks(user.snap_hooks)

@@ -19,6 +19,7 @@ from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
 from ember.resources import Resources
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.volume_storage import storage_for
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
@@ -80,7 +81,8 @@ class ControlPlane:
         self.store = SqlStore(settings.db_url, blobs=self.secrets)
         self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
-        self.volumes = Volumes(self.store, settings.volumes_dir)
+        storage = storage_for(settings.volume_storage, settings.volumes_dir)
+        self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
         self.logs = LogSink(self.store)
         self.replica_tokens = ReplicaTokens(self.store)
         backend = backend or make_backend(settings)

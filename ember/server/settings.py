@@ -42,6 +42,8 @@ class ServerSettings:
     ray_address: str | None = None  # the cluster's HOST:PORT; None: `ray start` here, RAY_ADDRESS
     ray_node_dir: str = "/tmp/ember-node"  # on each Ray node: sources, images, volume copies
     advertise_url: str | None = None  # the server as replicas on other machines reach it
+    # Volumes in a folder every node mounts (the shared driver); None: $EMBER_HOME/volumes.
+    volumes_path: Path | None = None
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 
@@ -78,4 +80,9 @@ class ServerSettings:
 
     @property
     def volumes_dir(self) -> Path:
-        return self.home / "volumes"
+        return self.volumes_path or self.home / "volumes"
+
+    @property
+    def volume_storage(self) -> str:
+        """The volume driver (runtime/volume_storage.py): "shared" with --volumes-path."""
+        return "shared" if self.volumes_path else "local"

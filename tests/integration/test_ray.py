@@ -161,6 +161,18 @@ def _runs(cluster: RayCluster, replica: str) -> bool:
         return False
 
 
+def test_volumes_need_a_shared_filesystem_on_a_cluster(
+        ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = start_server(tmp_path / "home", cluster=ray_cluster, shared_volumes=False)
+    for key, value in running.env().items():
+        monkeypatch.setenv(key, value)
+    try:
+        with pytest.raises(InvalidError, match="start the server with --volumes-path"):
+            load("volumes").app.deploy()
+    finally:
+        assert not running.stop()
+
+
 def test_no_cluster_at_the_address_is_a_clear_error_at_start(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     result = ember_cli("server", "--port", str(free_port()), "--backend", "ray",
