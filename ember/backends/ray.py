@@ -43,6 +43,7 @@ log = logging.getLogger("ember.ray")
 ACCELERATOR = "accelerator_type:"
 LOST = -1  # the exit code of a replica whose actor or node died
 CONNECT_TIMEOUT = 5.0  # seconds to reach the cluster's address before saying it is not there
+PLACEMENT_NOTE_AFTER = 30.0  # seconds before a replica not started yet says why it may wait
 STOP_MARGIN = 10.0  # seconds past the grace for the actor to answer a stop, then it is killed
 UNKNOWN_GPU = "unknown"  # a node's GPUs without an accelerator_type: only gpu="any" takes them
 # What a replica without `cpu=` asks Ray for (Modal's default request). Not zero: Ray spreads
@@ -122,7 +123,8 @@ class RayReplica:
     actor: Any = field(repr=False)
     starting: Any = field(repr=False)  # the actor's `start` call: Started, or why not
     on_log: LogCallback = field(repr=False)
-    log_pump: asyncio.Task[None] = field(repr=False)
+    log_pump: asyncio.Task[None] | None = field(default=None, repr=False)
+    heard: bool = False  # the actor sent a line: Ray placed it on a node
     host: str = ""
     port: int = 0
     web_port: int | None = None
@@ -133,8 +135,19 @@ class RayReplica:
     async def wait_ready(self) -> None:
         from ray.exceptions import RayError
 
+        starting = asyncio.ensure_future(self.starting)
         try:
-            started = await self.starting
+            await asyncio.wait_for(asyncio.shield(starting), PLACEMENT_NOTE_AFTER)
+        except TimeoutError:
+            if not self.heard:  # not placed: no node has room for it now
+                self.on_log(
+                    f"[ember] not placed after {PLACEMENT_NOTE_AFTER:g} s: Ray starts the "
+                    "replica once a node has what it asks for (`ray status` shows the cluster)"
+                )
+        except RayError:
+            pass  # below
+        try:
+            started = await starting
         except RayError as exc:
             raise ReplicaStartFailed(f"its Ray actor died: {_reason(exc)}") from None
         if not isinstance(started, Started):
@@ -157,9 +170,26 @@ class RayReplica:
             if not self.killed:
                 self.on_log(f"[ember] replica lost: its Ray node or actor died ({_reason(exc)})")
             code = LOST
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.log_pump), 5.0)  # its last lines first
+        if self.log_pump is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.log_pump), 5.0)  # last lines first
         return code
+
+    async def pump_logs(self) -> None:
+        """The replica's lines, as the actor gets them, until it is gone."""
+        from ray.exceptions import RayError
+
+        cursor = 0
+        while True:
+            try:
+                cursor, lines, finished = await self.actor.logs.remote(cursor)
+            except RayError:
+                return
+            self.heard = self.heard or bool(lines)
+            for line in lines:
+                self.on_log(line)
+            if finished:
+                return
 
 
 class RayBackend:
@@ -193,10 +223,6 @@ class RayBackend:
             where="the Ray cluster",
         )
 
-    def nodes(self) -> list[str]:
-        """The addresses of the cluster's live nodes."""
-        return sorted(str(n["NodeManagerAddress"]) for n in self._ray.nodes() if n.get("Alive"))
-
     async def start_replica(self, launch: ReplicaLaunch) -> RayReplica:
         """Create the actor (Ray places it when it can) and send it the replica's start."""
         gpus = [self._cluster.gpus[i] for i in launch.assignment.gpus]
@@ -222,8 +248,8 @@ class RayBackend:
             actor=actor,
             starting=actor.start.remote(node_launch, refs),
             on_log=launch.on_log,
-            log_pump=asyncio.ensure_future(_pump_logs(actor, launch.on_log)),
         )
+        replica.log_pump = asyncio.ensure_future(replica.pump_logs())
         self._replicas.add(replica)
         return replica
 
@@ -253,22 +279,6 @@ class RayBackend:
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_replica(r, 10.0) for r in list(self._replicas)))
         self._ray.shutdown()
-
-
-async def _pump_logs(actor: Any, on_log: LogCallback) -> None:
-    """The replica's lines, as the actor gets them, until it is gone."""
-    from ray.exceptions import RayError
-
-    cursor = 0
-    while True:
-        try:
-            cursor, lines, finished = await actor.logs.remote(cursor)
-        except RayError:
-            return
-        for line in lines:
-            on_log(line)
-        if finished:
-            return
 
 
 def _reason(exc: BaseException) -> str:

@@ -126,6 +126,7 @@ class ReplicaHost:
 
         node = Path(launch.node_dir)
         host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self._log.write(f"[ember] on Ray node {host}")
         spec = wire.ReplicaSpec.model_validate_json(launch.spec)
         assignment = wire.ReplicaAssignment.model_validate_json(launch.assignment)
         # Ray chose the GPUs: they are in this actor's CUDA_VISIBLE_DEVICES.
