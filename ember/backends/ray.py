@@ -21,6 +21,7 @@ import logging
 import signal
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ LOST = -1  # the exit code of a replica whose actor or node died
 CONNECT_TIMEOUT = 5.0  # seconds to reach the cluster's address before saying it is not there
 PLACEMENT_NOTE_AFTER = 30.0  # seconds before a replica not started yet says why it may wait
 STOP_MARGIN = 10.0  # seconds past the grace for the actor to answer a stop, then it is killed
+KEPT_SOURCES = 16  # app sources kept in the object store (one per deployed version)
 UNKNOWN_GPU = "unknown"  # a node's GPUs without an accelerator_type: only gpu="any" takes them
 # What a replica without `cpu=` asks Ray for (Modal's default request). Not zero: Ray spreads
 # actors by how much of each node they use, and actors that use nothing pile up on one node.
@@ -210,7 +212,9 @@ class RayBackend:
         self._cluster = cluster_gpus(ray.nodes())
         self._node_dir, self._server_ports, self._sandbox = node_dir, tuple(server_ports), sandbox
         self._ca_pem = ca_cert.read_text() if ca_cert else None
-        self._sources: dict[str, tuple[str, Any]] = {}  # source folder -> digest, object ref
+        # Source folder -> digest, object ref; the most recent few (a node that needs an older
+        # one after it left is sent it again: Ray keeps a ref alive while a task holds it).
+        self._sources: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._replicas: set[RayReplica] = set()
 
     def capabilities(self) -> Capabilities:
@@ -260,6 +264,9 @@ class RayBackend:
         if source_dir not in self._sources:
             digest, data = await asyncio.to_thread(pack_source, Path(source_dir))
             self._sources[source_dir] = (digest, self._ray.put(data))
+            while len(self._sources) > KEPT_SOURCES:
+                self._sources.popitem(last=False)
+        self._sources.move_to_end(source_dir)
         return self._sources[source_dir]
 
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:

@@ -32,7 +32,7 @@ from ember import wire
 from ember.backends.base import ReplicaLaunch, ReplicaStartFailed
 from ember.backends.local import LocalBackend, LocalReplica, base_environment
 from ember.backends.sandbox import Sandbox
-from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.images import BuiltImage, ImageBuilder
 from ember.runtime.mounts import replica_dir
 
 MAX_KEPT_LINES = 10_000  # log lines the actor holds for a server that fell behind
@@ -108,7 +108,7 @@ class ReplicaHost:
         exited = self._exit_future()
         try:
             started = await self._start(launch, source)
-        except (ReplicaStartFailed, ImageBuildError, OSError, tarfile.TarError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the server shows it as the reason
             self._log.write(f"[ember] could not start the replica on this node: {exc}")
             if not exited.done():
                 exited.set_result(1)

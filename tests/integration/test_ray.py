@@ -17,7 +17,7 @@ import pytest
 from ember.cli.loader import import_file
 from ember.sdk.exceptions import ExecutionError, InvalidError
 from tests.conftest import RunningServer, free_port, start_server, wait_until
-from tests.integration.helpers import ember_cli, load, replica_count, replica_pid
+from tests.integration.helpers import app_info, ember_cli, load, replica_count, replica_pid
 from tests.ray_cluster import RayCluster, RayNode, ray_installed
 
 pytestmark = [
@@ -84,6 +84,25 @@ def test_gpus_are_counted_per_node_and_chosen_by_ray(ray_server: RunningServer,
         expected = r"the Ray cluster has 4 x H100 \(2 on 127\.0\.0\.3, 2 on 127\.0\.0\.4\)"
         with pytest.raises(InvalidError, match=expected):
             import_file(source).app.deploy()
+
+
+def test_a_replica_ray_cannot_place_yet_waits_and_stops_cleanly(
+        ray_server: RunningServer, ray_cluster: RayCluster, tmp_path: Path) -> None:
+    source = tmp_path / "big.py"
+    source.write_text("import ember\napp = ember.App('big')\n"
+                      "@app.function(cpu=4, min_containers=3)\ndef f():\n    return 1\n")
+    big = import_file(source)
+    big.app.deploy()
+    # Two workers have four CPUs each; the head has two: Ray places two, the third waits.
+    wait_until(lambda: per_node(ray_cluster) == {"127.0.0.2": 0, "127.0.0.3": 1,
+                                                 "127.0.0.4": 1}, timeout=120)
+    wait_until(lambda: app_info("big").functions[0].replicas == {"ready": 2, "starting": 1},
+               timeout=60)
+    assert big.f.remote() == 1
+    stopped = ember_cli("app", "stop", "big", env=ray_server.env())
+    assert stopped.returncode == 0, stopped.stderr
+    wait_until(lambda: not ray_cluster.replica_pids(), timeout=60)
+    wait_until(lambda: not sum(app_info("big").functions[0].replicas.values()), timeout=60)
 
 
 def test_a_node_killed_under_load_loses_no_input_beyond_its_retries(
