@@ -164,6 +164,7 @@ class RayReplica:
         return await asyncio.shield(self._exit)
 
     async def _wait(self) -> int:
+        import ray
         from ray.exceptions import RayError
 
         try:
@@ -172,6 +173,10 @@ class RayReplica:
             if not self.killed:
                 self.on_log(f"[ember] replica lost: its Ray node or actor died ({_reason(exc)})")
             code = LOST
+        # The replica is gone, whatever ended it: its actor goes too, and gives Ray back the
+        # GPUs and CPUs it holds for it.
+        with contextlib.suppress(RayError):
+            ray.kill(self.actor, no_restart=True)
         if self.log_pump is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.log_pump), 5.0)  # last lines first
@@ -255,6 +260,8 @@ class RayBackend:
         )
         replica.log_pump = asyncio.ensure_future(replica.pump_logs())
         self._replicas.add(replica)
+        exited = asyncio.ensure_future(replica.wait())
+        exited.add_done_callback(lambda _: self._replicas.discard(replica))
         return replica
 
     async def _source(self, source_dir: str | None) -> tuple[str, Any] | None:
@@ -281,7 +288,6 @@ class RayBackend:
         handle.killed = True
         self._ray.kill(handle.actor, no_restart=True)
         await handle.wait()
-        self._replicas.discard(handle)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_replica(r, 10.0) for r in list(self._replicas)))

@@ -78,6 +78,11 @@ class _Log:
         self.total += 1
         self.changed.set()
 
+    def close(self) -> None:
+        """No more lines: a `logs` call that has them all says the replica is gone."""
+        self.closed = True
+        self.changed.set()
+
     def since(self, cursor: int) -> list[str]:
         first = self.total - len(self.lines)
         skipped = max(0, first - cursor)
@@ -112,6 +117,7 @@ class ReplicaHost:
             self._log.write(f"[ember] could not start the replica on this node: {exc}")
             if not exited.done():
                 exited.set_result(1)
+            self._log.close()
             return str(exc)
         assert self._replica is not None
         self._watcher = asyncio.ensure_future(self._watch(self._replica, self._scratch))
@@ -139,7 +145,9 @@ class ReplicaHost:
         if launch.ca_pem is not None:
             updates["ca_cert"] = str(_write_once(node / "tls", launch.ca_pem))
         image = await self._image(node, launch.image, host) if launch.image else None
-        sandbox, why_not = Sandbox.detect() if launch.sandbox else (None, "--no-sandbox")
+        sandbox, why_not = (
+            await asyncio.to_thread(Sandbox.detect) if launch.sandbox else (None, "--no-sandbox")
+        )
         if launch.sandbox and sandbox is None:
             self._log.write(f"[ember] replicas on {host} run without a sandbox: {why_not}")
         self._backend = LocalBackend(
@@ -203,8 +211,7 @@ class ReplicaHost:
         exited = self._exit_future()
         if not exited.done():
             exited.set_result(code)
-        self._log.closed = True
-        self._log.changed.set()
+        self._log.close()
 
     async def logs(self, cursor: int) -> tuple[int, list[str], bool]:
         """Lines from `cursor` on (waiting up to LOG_POLL for some), the next cursor, and whether
@@ -228,8 +235,7 @@ class ReplicaHost:
         exited = self._exit_future()
         if not exited.done():
             exited.set_result(0)
-        self._log.closed = True
-        self._log.changed.set()
+        self._log.close()
 
 
 def pack_source(folder: Path) -> tuple[str, bytes]:

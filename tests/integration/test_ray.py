@@ -7,6 +7,8 @@ server that cannot reach a cluster.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +76,14 @@ def test_gpus_are_counted_per_node_and_chosen_by_ray(ray_server: RunningServer,
     gpu_app.app.deploy()
     assert gpu_app.two_gpus.remote() == "0,1"  # Ray's choice, in CUDA_VISIBLE_DEVICES
     # One replica per worker: each holds both of its node's GPUs.
-    wait_until(lambda: per_node(ray_cluster) == {"127.0.0.2": 0, "127.0.0.3": 1,
-                                                 "127.0.0.4": 1}, timeout=120)
+    one_each = {"127.0.0.2": 0, "127.0.0.3": 1, "127.0.0.4": 1}
+    wait_until(lambda: per_node(ray_cluster) == one_each, timeout=120)
+    # A replica that crashes gives its GPUs back to Ray: its replacement gets them.
+    crashed = ray_cluster.nodes[1].replica_pids()[0]
+    os.kill(crashed, signal.SIGKILL)
+    wait_until(lambda: crashed not in ray_cluster.replica_pids(), timeout=30)
+    wait_until(lambda: per_node(ray_cluster) == one_each
+               and app_info("cluster-gpus").functions[0].replicas == {"ready": 2}, timeout=120)
 
     for gpu in ("A100", "H100:4"):  # no A100 at all; no node with four H100
         source = tmp_path / "wants.py"
