@@ -38,8 +38,12 @@ def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str,
     start = time.perf_counter()
     cold.remote(1)
     cold_start = time.perf_counter() - start
-    return {"p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
-            "map_per_s": map_inputs / map_seconds, "cold_s": cold_start}
+    return {
+        "p50_ms": percentile(latencies, 0.5) * 1e3,
+        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "map_per_s": map_inputs / map_seconds,
+        "cold_s": cold_start,
+    }
 
 
 def timed(call: Callable[[int], Any], count: int) -> list[float]:
@@ -74,9 +78,11 @@ def ray_round_trips(address: str, worker_ip: str, calls: int, map_inputs: int) -
         batch_seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
-    return {"ray_task_p50_ms": percentile(task_latencies, 0.5) * 1e3,
-            "ray_actor_p50_ms": percentile(actor_latencies, 0.5) * 1e3,
-            "ray_tasks_per_s": map_inputs / batch_seconds}
+    return {
+        "ray_task_p50_ms": percentile(task_latencies, 0.5) * 1e3,
+        "ray_actor_p50_ms": percentile(actor_latencies, 0.5) * 1e3,
+        "ray_tasks_per_s": map_inputs / batch_seconds,
+    }
 
 
 def measure(args: argparse.Namespace, cluster: Any = None) -> dict[str, float]:
@@ -89,8 +95,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--map-inputs", type=int, default=10_000)
-    parser.add_argument("--backend", choices=["local", "ray"], default="local",
-                        help="ray: the local backend, the Ray backend and Ray itself, side by side")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: the local backend, the Ray backend and Ray itself, side by side",
+    )
     parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
     args = parser.parse_args()
 

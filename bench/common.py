@@ -77,5 +77,7 @@ def print_runs(
     for key in runs[0]:
         values = [r[key] for r in runs]
         goal = (goals or {}).get(key, "")
-        print(f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
-              f"{max(values):.3f} | {goal} |")
+        print(
+            f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
+            f"{max(values):.3f} | {goal} |"
+        )

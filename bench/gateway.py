@@ -53,11 +53,12 @@ async def one_run(direct: str, gateway: str, requests: int) -> dict[str, float]:
             row[f"c{concurrency}_direct_{name}"] = percentile(d, q) * 1e3
             row[f"c{concurrency}_gateway_{name}"] = percentile(g, q) * 1e3
             row[f"c{concurrency}_added_{name}"] = (percentile(g, q) - percentile(d, q)) * 1e3
-    pairs = [(await sse_rate(direct + "/sse"), await sse_rate(gateway + "/sse"))
-             for _ in range(5)]
-    row.update(sse_direct=statistics.median(d for d, _ in pairs),
-               sse_gateway=statistics.median(g for _, g in pairs),
-               sse_ratio=statistics.median(g / d for d, g in pairs))
+    pairs = [(await sse_rate(direct + "/sse"), await sse_rate(gateway + "/sse")) for _ in range(5)]
+    row.update(
+        sse_direct=statistics.median(d for d, _ in pairs),
+        sse_gateway=statistics.median(g for _, g in pairs),
+        sse_ratio=statistics.median(g / d for d, g in pairs),
+    )
     return row
 
 

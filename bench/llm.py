@@ -287,7 +287,8 @@ def gpu(args: argparse.Namespace) -> dict[str, Any]:
         for variant in args.variants.split(","):
             graphs = variant != "eager"
             settings = {"model": {"name": shape, "max_model_len": 1024}}
-            config = LLMConfig.parse({**settings, "service": {"fast_boot": not graphs}}, "bench")
+            service = {"fast_boot": not graphs, "gpu": "any" if device() == "cuda" else None}
+            config = LLMConfig.parse({**settings, "service": service}, "bench")
             engine = BuiltinEngine(config)
             if variant.startswith("graphs-kv"):  # a smaller KV padding: more graphs, less work each
                 engine.kv_padding = int(variant.removeprefix("graphs-kv"))

@@ -8,7 +8,9 @@ from ember.sdk import exceptions as exception
 from ember.sdk.app import App
 from ember.sdk.cls import Cls
 from ember.sdk.decorators import (
+    after_restore,
     asgi_app,
+    before_park,
     concurrent,
     enter,
     exit,
@@ -40,7 +42,9 @@ __all__ = [
     "Secret",
     "Volume",
     "__version__",
+    "after_restore",
     "asgi_app",
+    "before_park",
     "concurrent",
     "enter",
     "exception",

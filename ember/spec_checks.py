@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from ember import wire
 from ember.image_spec import ImageSpecError, check_image_spec
 from ember.names import MAX_PART, MAX_PATH, InvalidName, check_name, fits_filesystem, shown
@@ -150,6 +148,8 @@ def _check_schedule(schedule: wire.ScheduleSpec) -> None:
         if schedule.seconds is None:
             raise SpecError("schedule: a Period needs its interval in seconds")
         return
+    from croniter import croniter  # here: every replica imports this module, few use cron
+
     if schedule.cron is None or not croniter.is_valid(schedule.cron):
         raise SpecError(
             f"schedule: malformed cron expression {shown(schedule.cron or '')}: expected five "

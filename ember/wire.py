@@ -126,7 +126,9 @@ class FunctionSpec(BaseModel):
     max_containers: int | None = None
     buffer_containers: int = 0
     scaledown_window: float = 60.0
-    enable_memory_snapshot: bool = False
+    enable_memory_snapshot: bool = False  # replicas forked from a template (imports done once)
+    gpu_snapshot: bool = False  # idle replicas parked (GPU state checkpointed), not stopped
+    needs_parameters: bool = False  # a class with an `ember.parameter()` that has no default
     schedule: ScheduleSpec | None = None
     max_inputs: int = 1
     target_inputs: int | None = None
@@ -163,9 +165,22 @@ class FunctionInfo(BaseModel):
     replicas: dict[str, int] = Field(default_factory=dict)  # state -> count
     queued: int = 0  # inputs waiting for a replica slot (e.g. for a free GPU)
     resources: str | None = None  # what its replicas are given: "gpu H100:1, cpu 2"
+    snapshot: str | None = None  # its template: "building", "ready" or "failed: why"
+    cold_start: ColdStart | None = None  # the latest
     web_url: str | None = None
     next_run: float | None = None  # Unix time of the next scheduled run
     image: str | None = None  # hash of its image (see `ember image logs`)
+
+
+class ColdStart(BaseModel):
+    """How a replica last became ready: its tier ("fresh", "fork", "restore"), the seconds it
+    took, and each phase's seconds."""
+
+    replica: str
+    tier: str
+    seconds: float
+    phases: dict[str, float] = Field(default_factory=dict)
+    at: float = 0.0  # Unix time
 
 
 class AppInfo(BaseModel):
@@ -185,6 +200,47 @@ class LogLine(BaseModel):
     function: str
     replica: str
     text: str
+
+
+UsageGrouping = Literal["app", "function", "day"]
+
+
+class UsageRow(BaseModel):
+    """Metered usage of one group (an app, a function or a UTC day) over a report's period."""
+
+    app: str | None = None
+    function: str | None = None
+    day: str | None = None  # YYYY-MM-DD, UTC
+    replica_seconds: float = 0.0  # every billed state: starting, ready, draining, parked, ...
+    seconds_by_state: dict[str, float] = Field(default_factory=dict)
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    inputs: int = 0  # inputs and web requests run (counted per UTC day)
+    input_gpu_seconds: float = 0.0  # their time on a replica x the GPUs it held
+    input_gpu_cost_usd: float = 0.0
+    cost_per_input_usd: float | None = None  # cost_usd / inputs
+
+
+class UsageReport(BaseModel):
+    since: float  # Unix time
+    until: float
+    by: UsageGrouping
+    rows: list[UsageRow] = Field(default_factory=list)
+    total: UsageRow = Field(default_factory=UsageRow)
+    prices: dict[str, object] = Field(default_factory=dict)  # USD per second
+
+
+class BudgetSet(BaseModel):
+    monthly_usd: float
+
+
+class BudgetInfo(BaseModel):
+    """A monthly budget ("*": the whole server) and what was spent against it this UTC month."""
+
+    scope: str
+    monthly_usd: float
+    spent_usd: float = 0.0
+    state: Literal["ok", "warning", "exceeded"] = "ok"  # warning: 80 % or more
 
 
 class SpawnResponse(BaseModel):
@@ -296,6 +352,24 @@ class ReplicaAssignment(BaseModel):
     # If set: say "started", then read one byte from it before anything needs the network (the
     # backend connects the replica's network namespace in between).
     network_fd: int = -1
+    control_fd: int = -1  # a template's: fork requests come in on it (ForkRequest + fds)
+
+
+class ForkRequest(BaseModel):
+    """Sent to a template with three fds (listening socket, status pipe, log pipe): fork a
+    replica with this assignment and these environment variables."""
+
+    assignment: ReplicaAssignment
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateEvent(BaseModel):
+    """A template's answer on its control socket: a replica forked (with its pid as the
+    template sees it), or one of its replicas exited."""
+
+    replica_id: str
+    forked: int | None = None
+    exit_code: int | None = None
 
 
 class ReplicaStatus(BaseModel):
@@ -305,6 +379,7 @@ class ReplicaStatus(BaseModel):
     state: Literal["started", "ready", "failed"]
     port: int | None = None
     message: str = ""
+    phases: dict[str, float] = Field(default_factory=dict)  # seconds, with `ready`
 
 
 SPEC_ENV = "EMBER_REPLICA_SPEC"  # a ReplicaSpec as JSON

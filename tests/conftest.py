@@ -71,8 +71,11 @@ class RunningServer:
             return str(tomllib.load(f)["token"])
 
     def env(self) -> dict[str, str]:
-        env = {"EMBER_HOME": str(self.home), "EMBER_SERVER_URL": self.url,
-               "EMBER_TOKEN": self.token}
+        env = {
+            "EMBER_HOME": str(self.home),
+            "EMBER_SERVER_URL": self.url,
+            "EMBER_TOKEN": self.token,
+        }
         if self.url.startswith("https"):
             env["EMBER_CA_CERT"] = str(self.home / "tls" / "cert.pem")
         return env
@@ -96,15 +99,27 @@ class RunningServer:
         return [p for p in pids if alive(p)]
 
 
-def start_server(home: Path, port: int | None = None, tls_self_signed: bool = False,
-                 extra_args: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None, cluster: Any = None,
-                 shared_volumes: bool = True) -> RunningServer:
+def start_server(
+    home: Path,
+    port: int | None = None,
+    tls_self_signed: bool = False,
+    extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    cluster: Any = None,
+    shared_volumes: bool = True,
+) -> RunningServer:
     """A real `ember server`; on the Ray backend when given a RayCluster, with its volumes on
     the shared-filesystem driver (a folder every node of that cluster sees) unless told not."""
     if cluster is not None:
-        extra_args = ["--backend", "ray", "--ray-address", cluster.address,
-                      "--ray-node-dir", str(cluster.root / "node"), *(extra_args or [])]
+        extra_args = [
+            "--backend",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--ray-node-dir",
+            str(cluster.root / "node"),
+            *(extra_args or []),
+        ]
         if shared_volumes:
             extra_args += ["--volumes-path", str(home / "shared-volumes")]
     port = port or free_port()
@@ -116,8 +131,12 @@ def start_server(home: Path, port: int | None = None, tls_self_signed: bool = Fa
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port)]
-            + (["--tls-self-signed"] if tls_self_signed else []) + (extra_args or []),
-            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            + (["--tls-self-signed"] if tls_self_signed else [])
+            + (extra_args or []),
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     url = f"https://localhost:{port}" if tls_self_signed else f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -128,7 +147,8 @@ def start_server(home: Path, port: int | None = None, tls_self_signed: bool = Fa
             if tls_self_signed and not cert.exists():
                 raise httpx.ConnectError("certificate not written yet")
             verify: ssl.SSLContext | bool = (
-                ssl.create_default_context(cafile=cert) if tls_self_signed else True)
+                ssl.create_default_context(cafile=cert) if tls_self_signed else True
+            )
             if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 return RunningServer(process, url, home, log_path, cluster)
         except httpx.HTTPError:
@@ -155,8 +175,9 @@ def ray_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-           request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     """A real server in its own EMBER_HOME, with this process's SDK pointed at it; on
     EMBER_TEST_BACKEND's backend."""
     cluster = request.getfixturevalue("ray_cluster") if BACKEND == "ray" else None

@@ -70,30 +70,60 @@ class RayCluster:
     nodes: list[RayNode] = field(default_factory=list)
     address: str = ""
 
-    def add_node(self, num_cpus: int = 2, num_gpus: int = 0, gpu_type: str | None = None,
-                 resources: dict[str, float] | None = None) -> RayNode:
+    def add_node(
+        self,
+        num_cpus: int = 2,
+        num_gpus: int = 0,
+        gpu_type: str | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> RayNode:
         """A node (the head first); returns once Ray counts it among the live nodes."""
         ip = f"127.0.0.{len(self.nodes) + 2}"
         declared = dict(resources or {})
         if gpu_type:
             declared[f"accelerator_type:{gpu_type}"] = num_gpus
-        args = ["--node-ip-address", ip, "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
-                "--resources", json.dumps(declared), "--object-store-memory", str(80 * 2**20),
-                "--disable-usage-stats", "--block"]
+        args = [
+            "--node-ip-address",
+            ip,
+            "--num-cpus",
+            str(num_cpus),
+            "--num-gpus",
+            str(num_gpus),
+            "--resources",
+            json.dumps(declared),
+            "--object-store-memory",
+            str(80 * 2**20),
+            "--disable-usage-stats",
+            "--block",
+        ]
         if not self.nodes:
             port = _free_port(ip)
             self.address = f"{ip}:{port}"
-            args += ["--head", "--port", str(port), "--include-dashboard", "false",
-                     "--dashboard-port", str(_free_port(ip)),
-                     "--ray-client-server-port", str(_free_port(ip)),
-                     "--temp-dir", str(self.root / "tmp")]
+            args += [
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--dashboard-port",
+                str(_free_port(ip)),
+                "--ray-client-server-port",
+                str(_free_port(ip)),
+                "--temp-dir",
+                str(self.root / "tmp"),
+            ]
         else:
             args += ["--address", self.address]
         log = self.root / f"node-{ip}.log"
         env = {**os.environ, **FAST_HEALTH_CHECKS}
         with log.open("wb") as out:
-            process = subprocess.Popen([RAY, "start", *args], env=env, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [RAY, "start", *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         node = RayNode(ip, process, log)
         self.nodes.append(node)
         self._wait_alive(ip, node)
@@ -112,11 +142,18 @@ class RayCluster:
 
     def live_nodes(self) -> list[str]:
         """The addresses of the nodes Ray counts as alive (a driver of its own, for a second)."""
-        script = (f"import json, ray; ray.init(address={self.address!r}, logging_level='error'); "
-                  "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() "
-                  "if n['Alive']]))")
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=60, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        script = (
+            f"import json, ray; ray.init(address={self.address!r}, logging_level='error'); "
+            "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() "
+            "if n['Alive']]))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         return sorted(json.loads(out.stdout.strip().splitlines()[-1]))
 

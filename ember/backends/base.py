@@ -21,6 +21,10 @@ class ReplicaStartFailed(Exception):
     """The replica exited or reported failure before it was ready; the message says why."""
 
 
+class CheckpointError(Exception):
+    """The driver refused to park or restore a replica; the message has its error."""
+
+
 @dataclass(frozen=True)
 class Gpu:
     index: int  # as CUDA_VISIBLE_DEVICES counts on this host
@@ -40,6 +44,9 @@ class Capabilities:
     memory_limit_missing: str | None  # `memory=` enforced
     cpu_limit_missing: str | None  # `cpu=` enforced
     where: str = "this host"  # what the GPUs are in, for messages ("the Ray cluster")
+    forking_missing: str | None = "not supported"  # replicas forked from a template process
+    checkpoint_missing: str | None = "not supported"  # parked replicas free their GPU
+    memory_bytes: int = 0  # host memory (what parked replicas may hold a share of)
 
 
 @dataclass
@@ -78,12 +85,25 @@ class ReplicaHandle(Protocol):
         """The replica process's id on its host (None where the backend has no such notion)."""
         ...
 
-    async def wait_ready(self) -> None:
-        """Return once the replica reports ready; ReplicaStartFailed if it fails or exits first."""
+    @property
+    def tier(self) -> str:
+        """How it started: "fresh" (a new process) or "fork" (from a template)."""
+        ...
+
+    async def wait_ready(self) -> wire.ReplicaStatus:
+        """The replica's `ready` report (its phases); ReplicaStartFailed if it fails or exits
+        first."""
         ...
 
     async def wait(self) -> int:
         """Wait for the replica to exit; returns its exit code."""
+        ...
+
+
+class Template(Protocol):
+    async def wait_ready(self) -> wire.ReplicaStatus:
+        """The template's `ready` report (its phases: imports, snap hooks); ReplicaStartFailed
+        if a snap hook failed or the process exited."""
         ...
 
 
@@ -97,6 +117,29 @@ class Backend(Protocol):
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
         """SIGTERM (drain, run exit hooks), kill after `grace` seconds; waits for the exit.
         Everything the replica started goes with it."""
+        ...
+
+    async def start_template(self, launch: ReplicaLaunch) -> Template:
+        """A process that prepares the pool's code once and forks replicas from it (where
+        `capabilities().forking_missing` is None)."""
+        ...
+
+    async def fork_replica(self, template: Template, launch: ReplicaLaunch) -> ReplicaHandle: ...
+
+    async def stop_template(self, template: Template) -> None: ...
+
+    async def park(self, handle: ReplicaHandle) -> bool:
+        """Checkpoint the GPU state of the replica's processes (its user code has already given
+        back what it could): True if its GPU is free now, False where the driver cannot
+        checkpoint (the replica then keeps its CUDA context)."""
+        ...
+
+    async def restore(self, handle: ReplicaHandle) -> None:
+        """Undo `park`; CheckpointError if the driver cannot."""
+        ...
+
+    def memory_bytes(self, handle: ReplicaHandle) -> int:
+        """Host memory the replica holds (all its processes), as far as the backend knows."""
         ...
 
     async def close(self) -> None:

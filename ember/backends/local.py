@@ -20,17 +20,22 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ember import wire
+from ember.backends import cuda_checkpoint
 from ember.backends.base import (
     Capabilities,
+    CheckpointError,
     Gpu,
     LogCallback,
     ReplicaHandle,
     ReplicaLaunch,
     ReplicaStartFailed,
+    Template,
 )
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
+from ember.backends.templates import LocalTemplate
 
 # What a replica inherits from the server's environment: how to find programs, its Python
 # packages and libraries, locale, temp folder, proxies. Documented in the README.
@@ -40,6 +45,7 @@ BASE_ENV = (
     "no_proxy",
 )  # fmt: skip
 STATUS_DRAIN = 2.0  # seconds to read a status a replica wrote just before it exited
+KILL_TEMPLATE_GRACE = 5.0
 READ_CHUNK = 64 * 1024
 MAX_LINE = 16 * 1024  # longer output without a newline is logged in pieces
 
@@ -51,43 +57,46 @@ def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
 @dataclass(eq=False)
 class LocalReplica:
     replica_id: str
-    process: asyncio.subprocess.Process  # the replica, or bwrap around it
+    exit: asyncio.Future[int]  # its exit code, once it is gone
     port: int
     pid: int  # the replica's own process
     web_port: int | None
     status: asyncio.StreamReader = field(repr=False)
     on_log: LogCallback = field(repr=False)
     log_pump: asyncio.Task[None] = field(repr=False)
+    tier: str = "fresh"  # or "fork": from a template
+    checkpointed: list[int] = field(default_factory=list)  # its processes parked by the driver
+    group: int | None = None  # its process group, killed with it when it has no sandbox
     record: Path | None = None
     sandbox: int | None = None  # PID 1 of its sandbox (bwrap's init): killing it kills them all
     network: asyncio.subprocess.Process | None = field(default=None, repr=False)  # pasta
     network_log: asyncio.Task[None] | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self) -> wire.ReplicaStatus:
         status = await self.next_status()
         if status.state != "ready":
             raise ReplicaStartFailed(status.message or f"replica reported {status.state!r}")
+        return status
 
     async def next_status(self) -> wire.ReplicaStatus:
         """The replica's next status report; ReplicaStartFailed if it exits without one."""
         line = asyncio.ensure_future(self.status.readline())
-        exited = asyncio.ensure_future(self.process.wait())
+        either: list[asyncio.Future[Any]] = [line, self.exit]
         try:
-            await asyncio.wait({line, exited}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             # Exited: what it wrote last is still in the pipe, or the pipe is at its end.
             report = await asyncio.wait_for(line, STATUS_DRAIN)
         except TimeoutError:
             report = b""
         finally:
             line.cancel()
-            exited.cancel()
         if not report:
             raise ReplicaStartFailed(f"replica exited with code {await self.wait()} during startup")
         return wire.ReplicaStatus.model_validate_json(report)
 
     async def wait(self) -> int:
-        code = await self.process.wait()
+        code = await asyncio.shield(self.exit)
         await self.log_pump  # the last lines (a traceback, say) reach the log first
         if self.network is not None and self.network.returncode is None:
             self.network.kill()  # pasta does not notice its namespace is gone
@@ -114,6 +123,7 @@ class LocalBackend:
         self._server_ports, self._run_dir = tuple(server_ports), run_dir
         self._sandbox, self._isolation_missing = sandbox, isolation_missing
         self._replicas: set[LocalReplica] = set()
+        self._templates: set[LocalTemplate] = set()
         run_dir.mkdir(parents=True, exist_ok=True)
         stop_leftovers(run_dir)
 
@@ -125,23 +135,118 @@ class LocalBackend:
             isolation_missing=self._isolation_missing,
             memory_limit_missing=no_cgroups,
             cpu_limit_missing=None,  # CPU affinity
+            forking_missing=None,
+            checkpoint_missing=cuda_checkpoint.available(),
+            memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         )
 
     async def start_replica(self, launch: ReplicaLaunch) -> LocalReplica:
         """Spawn the replica (in its sandbox, networked, if the host allows)."""
-        listener = socket.create_server((self._host, 0), backlog=1024)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        replica = await self._spawn_runtime(launch, "ember.runtime.replica")
+        self._replicas.add(replica)
+        return replica
+
+    async def start_template(self, launch: ReplicaLaunch) -> LocalTemplate:
+        """Spawn a pool's template process, which forks its replicas (runtime/template.py)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await self._spawn_runtime(launch, "ember.runtime.template", theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        template = await LocalTemplate.attach(process, ours)
+        self._templates.add(template)
+        return template
+
+    async def fork_replica(self, template: Template, launch: ReplicaLaunch) -> LocalReplica:
+        """A replica forked from `template`, in the template's sandbox."""
+        assert isinstance(template, LocalTemplate)
+        listener = _listener(self._host)
+        port = listener.getsockname()[1]
+        status_r, status_w = os.pipe()
+        log_r, log_w = os.pipe()
+        status, status_pipe = await _reader(status_r)
+        logs, log_pipe = await _reader(log_r)
+        assignment = launch.assignment.model_copy(update={"listen_fd": -1, "status_fd": -1})
+        env = {**launch.env, **_identity(assignment)}
+        try:
+            pid = await template.fork(wire.ForkRequest(assignment=assignment, env=env),
+                                      [listener.fileno(), status_w, log_w])  # fmt: skip
+        except BaseException:
+            status_pipe.close()
+            log_pipe.close()
+            raise
+        finally:
+            listener.close()
+            os.close(status_w)
+            os.close(log_w)
+        replica = LocalReplica(
+            replica_id=assignment.replica_id,
+            exit=template.exits[assignment.replica_id],
+            port=port,
+            pid=pid,
+            web_port=None,  # web_server functions are never forked
+            status=status,
+            on_log=launch.on_log,
+            log_pump=asyncio.ensure_future(pump_logs(logs, launch.on_log)),
+            tier="fork",
+            host=self._host,
+        )
+        self._replicas.add(replica)
+        return replica
+
+    async def park(self, handle: ReplicaHandle) -> bool:
+        assert isinstance(handle, LocalReplica)
+        if cuda_checkpoint.available() is not None:
+            return False
+        holding = [pid for pid in process_tree(handle.pid) if cuda_checkpoint.has_cuda(pid)]
+        done: list[int] = []
+        try:
+            for pid in holding:
+                await asyncio.to_thread(cuda_checkpoint.checkpoint, pid)
+                done.append(pid)
+        except CheckpointError:
+            for pid in reversed(done):  # leave it as it was: running, on its GPU
+                await asyncio.to_thread(cuda_checkpoint.restore, pid)
+            raise
+        handle.checkpointed = done
+        return True
+
+    async def restore(self, handle: ReplicaHandle) -> None:
+        assert isinstance(handle, LocalReplica)
+        for pid in handle.checkpointed:
+            await asyncio.to_thread(cuda_checkpoint.restore, pid)
+        handle.checkpointed = []
+
+    def memory_bytes(self, handle: ReplicaHandle) -> int:
+        assert isinstance(handle, LocalReplica)
+        return sum(_resident_bytes(pid) for pid in process_tree(handle.pid))
+
+    async def stop_template(self, template: Template) -> None:
+        """Stop a template; replicas it forked and still runs stop with it."""
+        assert isinstance(template, LocalTemplate)
+        await self.stop_replica(template.process, KILL_TEMPLATE_GRACE)
+        template.close()
+        self._templates.discard(template)
+
+    async def _spawn_runtime(
+        self, launch: ReplicaLaunch, module: str, control_fd: int = -1
+    ) -> LocalReplica:
+        """`python -m MODULE` with the launch's spec and assignment, in a sandbox if we can."""
+        listener = _listener(self._host)
         status_r, status_w = os.pipe()
         status, status_pipe = await _reader(status_r)
         go_r, go_w = os.pipe() if self._sandbox else (-1, -1)
-        assignment = launch.assignment.model_copy(
-            update={"listen_fd": listener.fileno(), "status_fd": status_w, "network_fd": go_r}
-        )
-        argv = [launch.python or sys.executable, "-m", "ember.runtime.replica"]
-        inherit = [fd for fd in (listener.fileno(), status_w, go_r) if fd >= 0]
+        fds = {"listen_fd": listener.fileno(), "status_fd": status_w, "network_fd": go_r,
+               "control_fd": control_fd}  # fmt: skip
+        assignment = launch.assignment.model_copy(update=fds)
+        argv = [launch.python or sys.executable, "-m", module]
+        inherit = [fd for fd in fds.values() if fd >= 0]
         try:
             spawn = _Spawn(argv, self._environment(launch, assignment), inherit, launch)
-            replica = await self._start(spawn, listener.getsockname()[1], status, go_w)
+            return await self._start(spawn, listener.getsockname()[1], status, go_w)
         except BaseException:
             status_pipe.close()
             raise
@@ -150,8 +255,6 @@ class LocalBackend:
             for fd in (status_w, go_r, go_w):
                 if fd >= 0:
                     os.close(fd)
-        self._replicas.add(replica)
-        return replica
 
     def _environment(
         self, launch: ReplicaLaunch, assignment: wire.ReplicaAssignment
@@ -159,8 +262,7 @@ class LocalBackend:
         return {
             **self._base_env,
             **launch.env,
-            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in assignment.gpus),
-            wire.REPLICA_ID_ENV: assignment.replica_id,
+            **_identity(assignment),
             "PYTHONUNBUFFERED": "1",
             wire.SPEC_ENV: launch.spec.model_dump_json(),
             wire.ASSIGNMENT_ENV: assignment.model_dump_json(),
@@ -225,7 +327,8 @@ class LocalBackend:
         assert process.stdout is not None
         return LocalReplica(
             replica_id=launch.assignment.replica_id,
-            process=process,
+            exit=asyncio.ensure_future(process.wait()),
+            group=None if self._sandbox else process.pid,
             port=port,
             pid=pid,
             web_port=web_port,
@@ -238,21 +341,22 @@ class LocalBackend:
 
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
         assert isinstance(handle, LocalReplica)
-        if handle.process.returncode is None:
+        if not handle.exit.done():
             # The replica itself, not its group: bwrap would die at once and take it along.
             _signal(handle.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(handle.process.wait()), grace)
+                await asyncio.wait_for(asyncio.shield(handle.exit), grace)
             except TimeoutError:
                 _kill(handle.sandbox or handle.pid)
-        if self._sandbox is None:
+        if handle.group is not None:
             # Children the user's code started (e.g. `vllm serve`) go with it.
-            _signal_group(handle.process.pid, signal.SIGKILL)
+            _signal_group(handle.group, signal.SIGKILL)
         await handle.wait()
         self._replicas.discard(handle)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_replica(r, 10.0) for r in list(self._replicas)))
+        await asyncio.gather(*(self.stop_template(t) for t in list(self._templates)))
 
 
 @dataclass
@@ -285,6 +389,43 @@ async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     return reader, transport
+
+
+def _identity(assignment: wire.ReplicaAssignment) -> dict[str, str]:
+    """What a replica's environment says of who it is."""
+    return {
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in assignment.gpus),
+        wire.REPLICA_ID_ENV: assignment.replica_id,
+        "EMBER_TOKEN": assignment.token,
+    }
+
+
+def _listener(host: str) -> socket.socket:
+    """The replica's own listening socket on `host` (the loopback, or a Ray node's address),
+    inherited by the replica."""
+    listener = socket.create_server((host, 0), backlog=1024)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    tree, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        tree.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(child) for child in (task / "children").read_text().split()]
+    return tree
 
 
 def only_child(pid: int) -> int:

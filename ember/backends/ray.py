@@ -30,11 +30,13 @@ from typing import Any
 from ember import wire
 from ember.backends.base import (
     Capabilities,
+    CheckpointError,
     Gpu,
     LogCallback,
     ReplicaHandle,
     ReplicaLaunch,
     ReplicaStartFailed,
+    Template,
 )
 from ember.backends.ray_node import NodeLaunch, ReplicaHost, Started, pack_source
 from ember.resources import GPU_TYPES, gpu_type_of
@@ -51,6 +53,7 @@ UNKNOWN_GPU = "unknown"  # a node's GPUs without an accelerator_type: only gpu="
 # What a replica without `cpu=` asks Ray for (Modal's default request). Not zero: Ray spreads
 # actors by how much of each node they use, and actors that use nothing pile up on one node.
 DEFAULT_CPU = 0.125
+NOT_ON_RAY = "not on the Ray backend yet"  # forked replicas, GPU checkpoints of parked ones
 
 
 class RayUnavailable(Exception):
@@ -132,9 +135,10 @@ class RayReplica:
     web_port: int | None = None
     pid: int | None = None
     killed: bool = False  # stopped by the server: its actor's end is no loss
+    tier: str = "fresh"  # the only tier here: a new process (no templates on Ray yet)
     _exit: asyncio.Future[int] | None = field(default=None, repr=False)
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self) -> wire.ReplicaStatus:
         from ray.exceptions import RayError
 
         starting = asyncio.ensure_future(self.starting)
@@ -157,6 +161,7 @@ class RayReplica:
         self.host, self.port, self.web_port, self.pid = (
             started.host, started.port, started.web_port, started.pid,
         )  # fmt: skip
+        return wire.ReplicaStatus.model_validate_json(started.ready)
 
     async def wait(self) -> int:
         if self._exit is None:
@@ -230,6 +235,8 @@ class RayBackend:
             memory_limit_missing="Ray counts memory= when it places a replica, not enforced",
             cpu_limit_missing="Ray counts cpu= when it places a replica; not pinned",
             where="the Ray cluster",
+            forking_missing=NOT_ON_RAY,
+            checkpoint_missing=NOT_ON_RAY,
         )
 
     async def start_replica(self, launch: ReplicaLaunch) -> RayReplica:
@@ -288,6 +295,30 @@ class RayBackend:
         handle.killed = True
         self._ray.kill(handle.actor, no_restart=True)
         await handle.wait()
+
+    async def start_template(self, launch: ReplicaLaunch) -> Template:
+        """Not offered (`capabilities().forking_missing`): the pool's replicas start fresh."""
+        raise ReplicaStartFailed(f"templates are {NOT_ON_RAY}")
+
+    async def fork_replica(self, template: Template, launch: ReplicaLaunch) -> ReplicaHandle:
+        raise ReplicaStartFailed(f"forked replicas are {NOT_ON_RAY}")
+
+    async def stop_template(self, template: Template) -> None:
+        raise TypeError(f"the Ray backend starts no templates; {template!r} is not one of its")
+
+    async def park(self, handle: ReplicaHandle) -> bool:
+        """No GPU checkpoints on Ray (`capabilities().checkpoint_missing`): a parked replica
+        keeps its CUDA context, and its actor keeps its GPUs."""
+        return False
+
+    async def restore(self, handle: ReplicaHandle) -> None:
+        """Never needed: `park` checkpoints nothing here."""
+        raise CheckpointError(f"GPU checkpoints are {NOT_ON_RAY}")
+
+    def memory_bytes(self, handle: ReplicaHandle) -> int:
+        """Unknown: the replica's processes are on another machine (parked replicas on Ray are
+        bounded by --max-parked and --park-for, not by memory)."""
+        return 0
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_replica(r, 10.0) for r in list(self._replicas)))

@@ -24,7 +24,7 @@ import tarfile
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,14 @@ class NodeLaunch:
 
 @dataclass(frozen=True)
 class Started:
-    """Where the replica listens: the node's address, its port, its web_server's port."""
+    """Where the replica listens: the node's address, its port, its web_server's port; and its
+    ready report (its start's phases)."""
 
     host: str
     port: int
     web_port: int | None
     pid: int
+    ready: str = ""  # wire.ReplicaStatus as JSON, once the replica is ready
 
 
 @dataclass
@@ -122,10 +124,10 @@ class ReplicaHost:
         assert self._replica is not None
         self._watcher = asyncio.ensure_future(self._watch(self._replica, self._scratch))
         try:
-            await self._replica.wait_ready()
+            status = await self._replica.wait_ready()
         except ReplicaStartFailed as exc:
             return str(exc)
-        return started
+        return replace(started, ready=status.model_dump_json())
 
     async def _start(self, launch: NodeLaunch, source: list[Any]) -> Started:
         import ray  # the node has it: this runs in a Ray worker

@@ -25,6 +25,7 @@ from ember.cli.output import console, err
 from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
 from ember.server.gateway.app import Gateway
+from ember.server.metering.prices import PriceError, PriceTable
 from ember.server.replicas.placement import describe_gpus
 from ember.server.settings import ServerSettings
 from ember.server.shutdown import BoundedServer, InFlight
@@ -94,6 +95,23 @@ def server(
         help="With --backend ray: the folder on each node for app sources, images and "
         "volume copies.",
     ),
+    park_for: float = typer.Option(3600.0, min=0, help="Seconds a parked replica is kept."),
+    max_parked: int = typer.Option(16, min=0, help="Parked replicas kept at most."),
+    parked_memory_fraction: float = typer.Option(
+        0.5, min=0, max=1, help="Share of host memory parked replicas may hold."
+    ),
+    prices: Path = typer.Option(
+        None, help="TOML price table (USD per second) overriding the default rates."
+    ),
+    metrics_public: bool = typer.Option(
+        False, help="Serve /metrics without a token (default: an admin token)."
+    ),
+    budget_webhook: str = typer.Option(
+        None, help="POST budget alerts (80 %, 100 % of a monthly budget) as JSON to this URL."
+    ),
+    log_retention_mb: int = typer.Option(
+        64, min=1, help="MiB of logs kept per app; the oldest lines go first."
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
     os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
@@ -129,6 +147,13 @@ def server(
         ray_node_dir=ray_node_dir,
         advertise_url=advertise_url,
         volumes_path=volumes_path.absolute() if volumes_path else None,
+        park_for=park_for,
+        max_parked=max_parked,
+        parked_memory_fraction=parked_memory_fraction,
+        prices=load_prices(prices),
+        metrics_public=metrics_public,
+        budget_webhook=budget_webhook,
+        log_retention_bytes=log_retention_mb * 1024 * 1024,
     )
     try:
         sock = listen_socket(host, port)
@@ -151,6 +176,15 @@ def server(
     bounded_server(gateway, settings).run(sockets=[sock])
 
 
+def load_prices(path: Path | None) -> PriceTable:
+    if path is None:
+        return PriceTable()
+    try:
+        return PriceTable.load(path)
+    except PriceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--prices") from None
+
+
 def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> None:
     fallback = "; functions asking for GPUs it lacks run on the CPU" if gpu_fallback_cpu else ""
     if capabilities.where != "this host":
@@ -163,6 +197,11 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
             f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
             "function runs one replica, on the host's port.[/yellow]"
         )
+    forking = capabilities.forking_missing or "on (enable_memory_snapshot)"
+    parking = capabilities.checkpoint_missing
+    console.print(f"Cold starts: forked replicas {forking}; parked replicas "
+                  + ("free their GPU (CUDA checkpoint)" if parking is None
+                     else f"keep their GPU context ({parking})"))  # fmt: skip
 
 
 class PortUnavailable(Exception):

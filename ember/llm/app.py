@@ -10,6 +10,7 @@ from typing import Any, cast
 import ember
 from ember.llm.config import LLMConfig
 from ember.llm.engines.base import Engine, TokenEngine
+from ember.runtime.metrics import provide_metrics
 
 config = LLMConfig.from_env()
 image = ember.Image.debian_slim().env(config.to_env())
@@ -40,13 +41,16 @@ volumes = {model_volume[1]: ember.Volume.from_name(model_volume[0])} if model_vo
     timeout=3600,
     scaledown_window=config.service.scaledown_window,
     min_containers=config.service.min_containers,
+    enable_memory_snapshot=config.service.memory_snapshot,
+    gpu_snapshot=config.parks,
 )
 @ember.concurrent(max_inputs=config.service.max_concurrent_requests)
 class Server:
     engine: Engine
 
-    @ember.enter()
-    def start(self) -> None:
+    @ember.enter(snap=True)
+    def load(self) -> None:
+        """Once per template: imports and weights in host memory (never CUDA)."""
         if config.engine == "vllm":
             from ember.llm.engines.vllm import VllmEngine
 
@@ -55,7 +59,17 @@ class Server:
             from ember.llm.engines.builtin import BuiltinEngine
 
             self.engine = BuiltinEngine(config)
+        self.engine.load()
+
+    @ember.enter()
+    def start(self) -> None:
         self.engine.start()
+        # The engine's TTFT, tokens and queues, collected and re-exported by the server.
+        provide_metrics(
+            f"{cast(Any, self.engine).url}/metrics"  # vllm serve's own
+            if config.engine == "vllm"
+            else cast(TokenEngine, self.engine).metrics_text
+        )
 
     @endpoint()
     def serve(self) -> Any:
@@ -64,6 +78,15 @@ class Server:
         from ember.llm.serving import openai_app
 
         return openai_app(cast(TokenEngine, self.engine))
+
+    @ember.before_park()
+    async def sleep(self) -> None:
+        """Weights to host memory and the KV cache freed, so the GPU can be checkpointed."""
+        await self.engine.sleep()
+
+    @ember.after_restore()
+    async def wake(self) -> None:
+        await self.engine.wake_up()
 
     @ember.exit()
     def stop(self) -> None:

@@ -42,6 +42,8 @@ class ServiceSection(_Section):
     scaledown_window: float = Field(default=300.0, gt=0)
     min_containers: int = Field(default=0, ge=0)  # 0: scale to zero when idle
     max_concurrent_requests: int = Field(default=32, ge=1)
+    memory_snapshot: bool = True  # replicas fork from a process that loaded the model once
+    gpu_snapshot: bool | None = None  # park idle replicas, not stop them; default: on a GPU
     env: dict[str, str] = Field(default_factory=dict)
 
 
@@ -77,6 +79,13 @@ class LLMConfig(_Section):
             if self.service.n_gpu == 1
             else f"{self.service.gpu}:{self.service.n_gpu}"
         )
+
+    @property
+    def parks(self) -> bool:
+        """Whether idle replicas are parked (engine asleep, GPU checkpointed) past the window."""
+        if self.service.gpu_snapshot is None:
+            return self.service.gpu is not None
+        return self.service.gpu_snapshot
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None) -> LLMConfig:

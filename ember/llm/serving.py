@@ -61,9 +61,6 @@ def openai_app(engine: TokenEngine) -> Starlette:
         Route("/v1/completions", api.completions, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
-        Route("/sleep", api.sleep, methods=["POST"]),
-        Route("/wake_up", api.wake_up, methods=["POST"]),
-        Route("/is_sleeping", api.is_sleeping, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={OpenAIError: _error_response})  # type: ignore[dict-item]
 
@@ -134,17 +131,6 @@ class OpenAIServer:
 
     async def metrics(self, _request: Request) -> Response:
         return Response(self.engine.metrics_text(), media_type="text/plain; version=0.0.4")
-
-    async def sleep(self, _request: Request) -> Response:
-        await self.engine.sleep()
-        return JSONResponse({"is_sleeping": True})
-
-    async def wake_up(self, _request: Request) -> Response:
-        await self.engine.wake_up()
-        return JSONResponse({"is_sleeping": False})
-
-    async def is_sleeping(self, _request: Request) -> Response:
-        return JSONResponse({"is_sleeping": self.engine.is_sleeping})
 
     # -- checks -----------------------------------------------------------------------------
 

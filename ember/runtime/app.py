@@ -3,19 +3,25 @@
 `/__ember/inputs` runs a batch of inputs one after the other and streams each output frame as it
 is done, so the server can hold every input to its own `timeout` and keep what finished.
 `/__ember/health` answers 503 while enter hooks run, and for a `web_server` also checks that the
-user's server still listens.
+user's server still listens. `/__ember/park` and `/__ember/restore` run the `@before_park` and
+`@after_restore` hooks (the platform parks replicas; user code cannot be reached there).
+`/__ember/metrics` serves what the user's code registered with
+`ember.runtime.metrics.provide_metrics` (204: nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
 from ember import wire
+from ember.runtime import phases
+from ember.runtime.metrics import read_metrics
 from ember.runtime.user_code import UserCode
 from ember.runtime.web import build_web_app, port_open, wait_for_port
 from ember.sdk.serialization import deserialize, error_frame, ok_frame
@@ -36,12 +42,14 @@ class ReplicaApp:
 
     async def start(self) -> None:
         """Run the enter hooks (snap=False) and start the web endpoint; then ready."""
-        await self.user.run_hooks(self.user.enter_hooks)
+        with phases.timed("enter hooks"):
+            await self.user.run_hooks(self.user.enter_hooks)
         web = self.function.web
         if web is not None and self.user.web_factory is not None:
-            self.web_app = await build_web_app(web, self.user.web_factory)
-            if web.kind == "web_server":
-                await wait_for_port(web)
+            with phases.timed("web app"):
+                self.web_app = await build_web_app(web, self.user.web_factory)
+                if web.kind == "web_server":
+                    await wait_for_port(web)
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -61,12 +69,40 @@ class ReplicaApp:
         if route == "health":
             healthy = self.ready and await self._web_server_listens()
             await _respond(send, 200 if healthy else 503, b"ok" if healthy else b"not ready")
+        elif route in ("park", "restore") and scope["method"] == "POST":
+            await self._park_or_restore(send, route)
+        elif route == "metrics":
+            await self._serve_metrics(send)
         elif route == "inputs" and scope["method"] == "POST":
             inputs = wire.unpack_frames(await _read_body(receive))
             method = parse_qs(scope.get("query_string", b"").decode()).get("method", [None])[0]
             await self._serve_inputs(send, method, inputs)
         else:
             await _respond(send, 404, b"unknown internal route")
+
+    async def _park_or_restore(self, send: Any, route: str) -> None:
+        """Run the hooks; 200 with how long they took, or 500 with why they failed."""
+        hooks = self.user.park_hooks if route == "park" else self.user.restore_hooks
+        start = time.perf_counter()
+        try:
+            await self.user.run_hooks(hooks)
+        except Exception as exc:  # noqa: BLE001 - the server decides what a failed hook means
+            await _respond(send, 500, f"{type(exc).__name__}: {exc}".encode())
+            return
+        self.ready = route == "restore"
+        await _respond(send, 200, b"%.4f" % (time.perf_counter() - start))
+
+    async def _serve_metrics(self, send: Any) -> None:
+        """The registered provider's Prometheus text; 204 without one (the server stops asking)."""
+        try:
+            text = await asyncio.to_thread(read_metrics)
+        except Exception as exc:  # noqa: BLE001 - the provider's failure, said to the server
+            await _respond(send, 500, f"metrics provider failed: {exc}".encode())
+            return
+        if text is None:
+            await _respond(send, 204, b"")
+        else:
+            await _respond(send, 200, text, "text/plain; version=0.0.4")
 
     async def _web_server_listens(self) -> bool:
         web = self.function.web

@@ -18,12 +18,14 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import uvicorn
 
 from ember import wire
 from ember.process import die_with_parent
+from ember.runtime import phases
 from ember.runtime.app import ReplicaApp
 from ember.runtime.mounts import Mounts, mount_volumes
 from ember.runtime.user_code import UserCode, load_user_code
@@ -33,26 +35,30 @@ STATUS_PREFIX = "EMBER-STATUS "  # how a status line looks on stdout when there 
 KEEP_ALIVE = 120  # seconds; the server's pool drops idle connections well before this
 
 
+@dataclass(frozen=True)
 class Prepared:
     """The user's code imported and its snap hooks run: what `serve` needs, what a fork keeps."""
 
-    def __init__(self, spec: wire.ReplicaSpec, user: UserCode, mounts: Mounts) -> None:
-        self.spec, self.user, self.mounts = spec, user, mounts
+    spec: wire.ReplicaSpec
+    user: UserCode
 
 
-async def prepare(spec: wire.ReplicaSpec, replica_id: str) -> Prepared:
-    # Volumes first: the user's module may read them as it is imported.
-    mounts = mount_volumes(spec, replica_id)
-    try:
+async def prepare(
+    spec: wire.ReplicaSpec, check_hook: Callable[[str], None] | None = None
+) -> Prepared:
+    """Import the user's module, bind the class, run the `@enter(snap=True)` hooks (each checked
+    by `check_hook(name)` after it ran: a template refuses CUDA there)."""
+    with phases.timed("imports"):
         user = load_user_code(spec)
-        await user.run_hooks(user.snap_hooks)
-    except BaseException:
-        mounts.unmount()
-        raise
-    return Prepared(spec, user, mounts)
+    with phases.timed("snap hooks"):
+        for hook in user.snap_hooks:
+            await user.run_hooks([hook])
+            if check_hook is not None:
+                check_hook(getattr(hook, "__qualname__", repr(hook)))
+    return Prepared(spec, user)
 
 
-async def serve(prepared: Prepared, assignment: wire.ReplicaAssignment) -> None:
+async def serve(prepared: Prepared, assignment: wire.ReplicaAssignment, mounts: Mounts) -> None:
     """Listen, run the remaining enter hooks, report ready; return after SIGTERM and @exit."""
     app = ReplicaApp(prepared.spec.function, prepared.user)
     listener = _listener(assignment)
@@ -68,7 +74,7 @@ async def serve(prepared: Prepared, assignment: wire.ReplicaAssignment) -> None:
     finally:
         starting.cancel()
         await app.shutdown()
-        prepared.mounts.unmount()
+        mounts.unmount()
 
 
 async def _start(app: ReplicaApp, assignment: wire.ReplicaAssignment, port: int) -> None:
@@ -82,7 +88,7 @@ async def _start(app: ReplicaApp, assignment: wire.ReplicaAssignment, port: int)
         report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         print("replica startup failed; exiting", file=sys.stderr, flush=True)
         os._exit(1)
-    report(assignment, wire.ReplicaStatus(state="ready", port=port))
+    report(assignment, wire.ReplicaStatus(state="ready", port=port, phases=phases.take()))
 
 
 def _listener(assignment: wire.ReplicaAssignment) -> socket.socket:
@@ -119,8 +125,14 @@ class _ReplicaServer(uvicorn.Server):
 
 
 async def _main(spec: wire.ReplicaSpec, assignment: wire.ReplicaAssignment) -> None:
-    prepared = await prepare(spec, assignment.replica_id)
-    await serve(prepared, assignment)
+    # Volumes first: the user's module may read them as it is imported.
+    mounts = mount_volumes(spec, assignment.replica_id)
+    try:
+        prepared = await prepare(spec)
+    except BaseException:
+        mounts.unmount()
+        raise
+    await serve(prepared, assignment, mounts)
 
 
 def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
@@ -131,7 +143,9 @@ def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
         os.close(assignment.network_fd)
 
 
-def main() -> None:
+def boot() -> tuple[wire.ReplicaSpec, wire.ReplicaAssignment]:
+    """What every replica (and template) process does first: read its two messages, die with
+    its parent, wait for its network, and point nested calls at the server."""
     spec = wire.ReplicaSpec.model_validate_json(os.environ.pop(wire.SPEC_ENV))
     assignment = wire.ReplicaAssignment.model_validate_json(os.environ.pop(wire.ASSIGNMENT_ENV))
     die_with_parent()
@@ -141,6 +155,11 @@ def main() -> None:
     os.environ["EMBER_TOKEN"] = assignment.token
     if spec.ca_cert:
         os.environ["EMBER_CA_CERT"] = spec.ca_cert
+    return spec, assignment
+
+
+def main() -> None:
+    spec, assignment = boot()
     print(
         f"replica {assignment.replica_id} of {spec.app_name}.{spec.function.name} "
         f"(v{spec.version}) starting",

@@ -27,6 +27,8 @@ class UserCode:
     snap_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @enter(snap=True)
     enter_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @enter(snap=False)
     exit_hooks: list[Callable[[], Any]] = field(default_factory=list)
+    park_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @before_park
+    restore_hooks: list[Callable[[], Any]] = field(default_factory=list)  # @after_restore
     web_factory: Callable[[], Any] | None = None  # returns the ASGI/WSGI app or starts a server
 
     def get(self, method: str | None) -> Callable[..., Any]:
@@ -78,8 +80,10 @@ def _class_code(spec: wire.ReplicaSpec, handle: Cls) -> UserCode:
     return UserCode(
         spec.function,
         callables,
-        snap_hooks=hooks(obj, partials, snap=True),
-        enter_hooks=hooks(obj, partials, snap=False),
-        exit_hooks=hooks(obj, partials, exit_hooks=True),
+        snap_hooks=hooks(obj, partials, "snap"),
+        enter_hooks=hooks(obj, partials, "enter"),
+        exit_hooks=hooks(obj, partials, "exit"),
+        park_hooks=hooks(obj, partials, "before_park"),
+        restore_hooks=hooks(obj, partials, "after_restore"),
         web_factory=web_methods[0] if web_methods else None,
     )

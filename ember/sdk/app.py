@@ -15,11 +15,11 @@ from typing import Any
 
 from ember import wire
 from ember.sdk.client import Client
-from ember.sdk.cls import Cls
+from ember.sdk.cls import Cls, class_parameters
 from ember.sdk.decorators import PartialFunction, as_partial
 from ember.sdk.exceptions import InvalidError
 from ember.sdk.function import Function
-from ember.sdk.options import apply_deprecated, build_spec
+from ember.sdk.options import apply_deprecated, build_spec, check_option_names
 from ember.sdk.synchronizer import run_sync
 
 _FORGOT_PARENS = "Did you forget parentheses? Write `@app.{0}()`, not `@app.{0}`."
@@ -57,6 +57,7 @@ class App:
         return f"<ember.App {self.name}>"
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        check_option_names(options)
         merged = {k: v for k, v in self._defaults.items() if v is not None}
         merged.update(
             {k: v for k, v in apply_deprecated(options, stacklevel=5).items() if v is not None}
@@ -78,7 +79,8 @@ class App:
     def function(self, _bare: Any = None, **options: Any) -> Callable[[Any], Function]:
         """Register a function; options: image, gpu, cpu, memory, timeout, retries, secrets,
         volumes, min_containers, max_containers, buffer_containers, scaledown_window,
-        enable_memory_snapshot, schedule (and Modal's deprecated names)."""
+        enable_memory_snapshot, gpu_snapshot (or experimental_options={"enable_gpu_snapshot":
+        True}), schedule (and Modal's deprecated names)."""
         if _bare is not None:
             raise InvalidError(_FORGOT_PARENS.format("function"))
         opts = self._options(options)
@@ -129,6 +131,8 @@ class App:
                 max_inputs=max_inputs,
                 target_inputs=target,
             )
+            if any(p.required for p in class_parameters(user_cls).values()):
+                spec = spec.model_copy(update={"needs_parameters": True})
             handle = Cls(user_cls.__name__, app=self, user_cls=user_cls, spec=spec)
             self._register(user_cls.__name__, handle, spec)
             return handle

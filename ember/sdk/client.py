@@ -1,4 +1,7 @@
-"""The one HTTP client from the SDK and CLI to the control plane."""
+"""The one HTTP client from the SDK and CLI to the control plane.
+
+httpx is imported where a client is made, not here: every replica imports the SDK, and most never
+call the server (its import is a good part of a replica's start)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ember import wire
 from ember.sdk.config import ClientSettings
 from ember.sdk.exceptions import AuthError, ConnectionError, error_from_wire
+
+if TYPE_CHECKING:
+    import httpx
 
 _clients: dict[tuple[str, str | None, str | None], Client] = {}
 OVERLOADED_WAIT = 600.0  # seconds a request refused with 503 + Retry-After keeps being retried
@@ -24,6 +28,8 @@ class Client:
     """Talks to one server with one token; used only on the SDK's background loop."""
 
     def __init__(self, server_url: str, token: str | None, ca_cert: str | None = None) -> None:
+        import httpx
+
         self.server_url = server_url.rstrip("/")
         self.token = token
         headers = {wire.VERSION_HEADER: str(wire.API_VERSION)}
@@ -55,6 +61,8 @@ class Client:
 
         A 503 with Retry-After (a function's queue is full) is sent again after the wait it asks
         for, as the input would have waited in the queue."""
+        import httpx
+
         deadline = time.monotonic() + OVERLOADED_WAIT
         while True:
             try:
@@ -77,6 +85,8 @@ class Client:
     @contextlib.asynccontextmanager
     async def stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """Like `request`, but the body is read by the caller as it arrives."""
+        import httpx
+
         try:
             async with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:

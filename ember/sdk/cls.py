@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ember import wire
 from ember.sdk.decorators import Parameter, PartialFunction
@@ -59,19 +59,22 @@ def instantiate(user_cls: type, params: dict[str, Any]) -> Any:
     return obj
 
 
+HookKind = Literal["snap", "enter", "exit", "before_park", "after_restore"]
+
+
+def hook_kind(partial: PartialFunction) -> HookKind | None:
+    if partial.enter_snap is not None:
+        return "snap" if partial.enter_snap else "enter"
+    if partial.is_exit:
+        return "exit"
+    return partial.park  # type: ignore[return-value]
+
+
 def hooks(
-    obj: Any,
-    partials: dict[str, PartialFunction],
-    *,
-    snap: bool | None = None,
-    exit_hooks: bool = False,
+    obj: Any, partials: dict[str, PartialFunction], kind: HookKind
 ) -> list[Callable[[], Any]]:
-    """Enter hooks with the given `snap` flag (or the exit hooks), bound, in definition order."""
-    return [
-        getattr(obj, name)
-        for name, partial in partials.items()
-        if (partial.is_exit if exit_hooks else partial.enter_snap is snap)
-    ]
+    """The object's hooks of one kind, bound, in definition order."""
+    return [getattr(obj, name) for name, p in partials.items() if hook_kind(p) == kind]
 
 
 class Cls:
@@ -121,7 +124,7 @@ class Obj:
             user_cls = self._cls.get_user_cls()
             obj = instantiate(user_cls, self._params)
             partials = class_partials(user_cls)
-            for hook in hooks(obj, partials, snap=True) + hooks(obj, partials, snap=False):
+            for hook in hooks(obj, partials, "snap") + hooks(obj, partials, "enter"):
                 if inspect.iscoroutine(result := hook()):
                     asyncio.run(result)
             self._local_obj = obj

@@ -28,6 +28,7 @@ class PartialFunction:
     raw: Callable[..., Any]
     enter_snap: bool | None = None  # None: not an enter hook
     is_exit: bool = False
+    park: str | None = None  # "before_park" or "after_restore"
     is_method: bool = False
     web: wire.WebEndpointSpec | None = None
     max_inputs: int | None = None
@@ -72,6 +73,18 @@ def enter(f: Any = None, *, snap: bool = False) -> Any:
 def exit(f: Any = None) -> Any:
     """Run this method when a replica stops (on SIGTERM, within the grace period)."""
     return _with_optional_parens("exit", f, is_exit=True)
+
+
+def before_park(f: Any = None) -> Any:
+    """Run this method before an idle replica is parked: give back GPU memory (move weights to
+    host memory, free caches), so the replica's GPU state can be checkpointed small and fast."""
+    return _with_optional_parens("before_park", f, park="before_park")
+
+
+def after_restore(f: Any = None) -> Any:
+    """Run this method when a parked replica is restored, before it takes inputs: undo what the
+    `@ember.before_park` hook did."""
+    return _with_optional_parens("after_restore", f, park="after_restore")
 
 
 def method(f: Any = None) -> Any:

@@ -8,6 +8,7 @@ written today keep deploying as that machinery arrives.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,14 @@ from ember.sdk.exceptions import InvalidError
 from ember.sdk.schedule import Schedule
 from ember.spec_checks import SpecError, check_function_spec
 
+# Every option `@app.function` / `@app.cls` take, besides Modal's deprecated names below.
+OPTIONS = frozenset({
+    "image", "gpu", "cpu", "memory", "timeout", "retries", "secrets", "volumes",
+    "min_containers", "max_containers", "buffer_containers", "scaledown_window",
+    "enable_memory_snapshot", "gpu_snapshot", "experimental_options", "schedule", "max_inputs",
+})  # fmt: skip
+EXPERIMENTAL_OPTIONS = frozenset({"enable_gpu_snapshot"})
+
 # Modal's older option names -> today's names.
 DEPRECATED_OPTIONS = {
     "keep_warm": "min_containers",
@@ -29,7 +38,6 @@ DEPRECATED_OPTIONS = {
     "container_idle_timeout": "scaledown_window",
     "allow_concurrent_inputs": "max_inputs",
 }
-
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,7 @@ def build_spec(
         "buffer_containers": o.get("buffer_containers") or 0,
         "scaledown_window": _given(o, "scaledown_window", 60.0),
         "enable_memory_snapshot": bool(o.get("enable_memory_snapshot")),
+        "gpu_snapshot": _gpu_snapshot(o),
         "schedule": schedule.to_spec() if schedule else None,
         "max_inputs": max_inputs or 1,
         "target_inputs": target_inputs,
@@ -143,6 +152,32 @@ def build_spec(
     except (SpecError, ValidationError) as exc:
         raise InvalidError(_first_error(exc)) from None
     return spec
+
+
+def _gpu_snapshot(o: dict[str, Any]) -> bool:
+    """`gpu_snapshot=True`, or Modal's `experimental_options={"enable_gpu_snapshot": True}`."""
+    experimental = o.get("experimental_options") or {}
+    if not isinstance(experimental, dict):
+        raise InvalidError(
+            "experimental_options must be a dict, e.g. {'enable_gpu_snapshot': True}"
+        )
+    unknown = sorted(set(experimental) - EXPERIMENTAL_OPTIONS)
+    if unknown:
+        raise InvalidError(
+            f"unknown experimental option {unknown[0]!r}; known: {', '.join(EXPERIMENTAL_OPTIONS)}"
+        )
+    return bool(o.get("gpu_snapshot") or experimental.get("enable_gpu_snapshot"))
+
+
+def check_option_names(options: dict[str, Any]) -> None:
+    """Refuse a misspelt option at once (it would otherwise do nothing, silently)."""
+    for name in options:
+        if name not in OPTIONS and name not in DEPRECATED_OPTIONS:
+            close = difflib.get_close_matches(name, sorted(OPTIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidError(
+                f"unknown option {name!r}{hint} Options: {', '.join(sorted(OPTIONS))}"
+            )
 
 
 def _check_types(o: dict[str, Any]) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from ember import wire
 from ember.sdk.exceptions import InvalidError
 
@@ -19,6 +17,8 @@ class Cron(Schedule):
     """Run on a cron expression, e.g. `ember.Cron("0 9 * * 1-5", timezone="Europe/Paris")`."""
 
     def __init__(self, cron_string: str, timezone: str = "UTC") -> None:
+        from croniter import croniter  # here: replicas import the SDK and rarely a schedule
+
         if not croniter.is_valid(cron_string):
             raise InvalidError(
                 f"malformed cron expression {cron_string!r}: expected five fields "

@@ -13,9 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
-
-import httpx
+from typing import TYPE_CHECKING, BinaryIO
 
 from ember import wire
 from ember.runtime.mounts import WorkingCopy, working_copy
@@ -24,6 +22,9 @@ from ember.sdk.client import Client
 from ember.sdk.config import in_replica
 from ember.sdk.exceptions import Error, InvalidError, error_from_wire
 from ember.sdk.synchronizer import live, run_async, run_sync
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 20
 FileEntry = wire.FileEntry

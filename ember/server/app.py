@@ -12,7 +12,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ember.backends.base import Backend
 from ember.runtime.volumes import VolumeError
-from ember.server.api import apps, calls, images, keys, secrets, tokens, volumes
+from ember.server.api import (
+    apps,
+    budgets,
+    calls,
+    dashboard,
+    images,
+    keys,
+    metrics,
+    secrets,
+    tokens,
+    usage,
+    volumes,
+)
 from ember.server.api.auth import TokenCache
 from ember.server.api.docs import add_docs
 from ember.server.errors import ApiError
@@ -48,7 +60,8 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     add_docs(app)
     app.state.plane, app.state.tokens = plane, token_cache
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
-    for module in (apps, calls, tokens, keys, secrets, images, volumes):
+    parts = (apps, calls, tokens, keys, secrets, images, volumes, usage, budgets, metrics)
+    for module in (*parts, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", openapi_extra={"security": []})

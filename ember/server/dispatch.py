@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from ember import wire
 from ember.http1 import Http1Pool, HttpError
+from ember.server.metrics import ServerMetrics
 from ember.server.pools import Pool
 from ember.server.replicas.state import ReplicaRecord
 from ember.server.replicas.supervisor import Supervisor
@@ -56,8 +59,17 @@ class Attempt:
 
 
 class Dispatcher:
-    def __init__(self, settings: ServerSettings, supervisor: Supervisor, http: Http1Pool) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        supervisor: Supervisor,
+        http: Http1Pool,
+        answered: Callable[[ReplicaRecord], None],
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self._settings, self._supervisor, self._http = settings, supervisor, http
+        self._answered = answered  # a replica's first answer completes its cold-start record
+        self._metrics = metrics  # queue waits, and slot time for the inputs' GPU time
 
     async def run(self, pool: Pool, method: str | None, inputs: list[bytes]) -> list[bytes]:
         """One output frame per input, in input order."""
@@ -68,6 +80,7 @@ class Dispatcher:
 
         async def worker() -> None:
             while pending:
+                waiting = time.perf_counter()
                 try:
                     replica = await pool.queue.acquire(self._settings.queue_wait_timeout)
                 except (QueueTimeout, ReplicaStartupError) as exc:
@@ -84,10 +97,15 @@ class Dispatcher:
                 if not group:
                     pool.queue.release(replica)
                     return
+                started = time.perf_counter()
                 try:
                     attempt = await self._send(pool, replica, method, [inputs[i] for i in group])
                 finally:
                     pool.queue.release(replica)
+                if self._metrics is not None:
+                    self._metrics.waited(pool, started - waiting)
+                    ran = len(attempt.outputs) + (attempt.failure is not None)
+                    self._metrics.slot_held(replica, ran, time.perf_counter() - started)
                 await self._settle(pool, group, attempt, outputs, attempts, pending)
 
         await asyncio.gather(*(worker() for _ in range(slots)))
@@ -108,6 +126,7 @@ class Dispatcher:
                 response = await self._http.request(
                     "POST", handle.host, handle.port, target, body=wire.pack_frames(batch)
                 )
+                self._answered(replica)
                 if response.status != 200:
                     text = (await response.read()).decode(errors="replace")[:500]
                     return Attempt(

@@ -27,11 +27,14 @@ from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
 from ember.server.home import prepare_home
 from ember.server.logs import LogSink
+from ember.server.observability import Observability
 from ember.server.pools import Pool, PoolRegistry
+from ember.server.replicas.coldstarts import ColdStarts
 from ember.server.replicas.launch import Launcher
 from ember.server.replicas.placement import Inventory, resolve_resources
-from ember.server.replicas.state import Lifecycle
+from ember.server.replicas.state import Lifecycle, ReplicaState
 from ember.server.replicas.supervisor import Supervisor
+from ember.server.replicas.templates import Templates
 from ember.server.scheduler import Scheduler
 from ember.server.scheduling.admission import Principal, admit
 from ember.server.secrets import SecretBox, load_key
@@ -94,9 +97,11 @@ class ControlPlane:
             settings, self.logs, self.replica_tokens.for_app, self.secret_env, self.image_for
         )
         inventory = Inventory(self.capabilities.gpus, tuple(range(self.capabilities.cores)))
+        self.templates = Templates(backend, launcher)
         self.supervisor = Supervisor(
-            settings, backend, self.lifecycle, inventory, launcher, self.logs, self.http
-        )
+            settings, backend, self.lifecycle, inventory, launcher, self.logs, self.http,
+            self.templates,
+        )  # fmt: skip
         self.autoscaler = Autoscaler(
             settings, self.pools, self.supervisor, self.lifecycle,
             one_per_port=self.capabilities.isolation_missing is not None,
@@ -104,7 +109,16 @@ class ControlPlane:
         self.deployments = Deployments(
             self.store, settings.apps_dir, self.pools, self.put_secret, self.resources_of
         )
-        self.dispatcher = Dispatcher(settings, self.supervisor, self.http)
+        self.cold_starts = ColdStarts(self.store, self.lifecycle)
+        self.observability = Observability(
+            settings, self.store, self.pools, self.deployments, self.lifecycle, self.logs,
+            self.http, {gpu.index: gpu.type for gpu in self.capabilities.gpus},
+        )  # fmt: skip
+        self.meter, self.budgets = self.observability.meter, self.observability.budgets
+        self.metrics = self.observability.metrics
+        self.dispatcher = Dispatcher(
+            settings, self.supervisor, self.http, self.cold_starts.answered, self.metrics
+        )
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
         self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
@@ -147,8 +161,19 @@ class ControlPlane:
         await self.build_images(request)
         self.volumes.create_missing(request)
         deployment = self.deployments.deploy(request)
+        self.prepare_templates(deployment)
+        names = ", ".join(f.name for f in request.functions)
+        log.info("deployed %s version %d (%s)", deployment.app, deployment.version, names)
         self.autoscaler.trigger()
         return deployment
+
+    def prepare_templates(self, deployment: Deployment) -> None:
+        """Build the templates of functions that asked for memory snapshots, now, so their
+        first replica is forked too (a class with required parameters: on first use)."""
+        for spec in deployment.request.functions:
+            wanted = spec.enable_memory_snapshot and not spec.needs_parameters
+            if wanted and spec.name not in deployment.unplaceable:
+                self.templates.want(self.deployments.pool(deployment, spec.name, ""))
 
     async def build_images(self, request: wire.DeployRequest) -> None:
         """Build every image the app uses (once per hash), before anything is deployed."""
@@ -166,7 +191,7 @@ class ControlPlane:
         return self.deployments.pool(self.deployments.current(app), function, params)
 
     def admit(self, principal: Principal, pool: Pool) -> None:
-        admit(principal, pool, self.settings.max_queued_requests)
+        admit(principal, pool, self.settings.max_queued_requests, self.budgets)
 
     async def call(
         self, principal: Principal, app: str, function: str, method: str | None, params: str,
@@ -197,15 +222,19 @@ class ControlPlane:
         self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
         self.deployments.load()
+        for deployment in self.deployments.all():
+            self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
         self.recorder.start()
+        self.cold_starts.start()
         recovered = self.spawns.recover()
         if recovered:
             log.info("re-running %d spawned call(s) left unfinished", recovered)
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            *self.observability.start(),
         ]
 
     def bootstrap_admin_token(self) -> None:
@@ -225,8 +254,13 @@ class ControlPlane:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.spawns.close()
         await self.supervisor.close()
+        for pool in self.pools:  # their processes are gone: every replica ends, metered
+            for replica in list(pool.replicas.values()):
+                self.lifecycle.move(replica, ReplicaState.STOPPED, "the server stopped")
+        await self.observability.stop()
         await self.logs.close()
         await self.recorder.close()
+        await self.cold_starts.close()
         await self.http.close()
         self.replica_tokens.revoke_all()
         self.store.close()

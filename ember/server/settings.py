@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ember.backends.local import base_environment
+from ember.server.metering.prices import PriceTable
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,19 @@ class ServerSettings:
     advertise_url: str | None = None  # the server as replicas on other machines reach it
     # Volumes in a folder every node mounts (the shared driver); None: $EMBER_HOME/volumes.
     volumes_path: Path | None = None
+    # Parked replicas (gpu_snapshot=True): how long and how many are kept, and how much of the
+    # host's memory they may hold together; past any of these the oldest stops.
+    park_for: float = 3600.0
+    max_parked: int = 16
+    parked_memory_fraction: float = 0.5
+    park_hook_timeout: float = 120.0  # seconds for @before_park / @after_restore hooks
+    # Observability: metrics, metering, budgets, logs.
+    metrics_public: bool = False  # /metrics without a token
+    metrics_interval: float = 5.0  # how often replicas are asked for their own metrics
+    prices: PriceTable = field(default_factory=PriceTable)
+    meter_interval: float = 2.0  # usage checkpoints and budget checks
+    budget_webhook: str | None = None  # alerts (80 %, 100 % of a budget) are POSTed here
+    log_retention_bytes: int = 64 * 1024 * 1024  # per app; the oldest lines go first
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 

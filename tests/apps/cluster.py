@@ -23,8 +23,9 @@ def _hold(x: int, folder: str, release: str) -> int:
     return x * x
 
 
-@app.function(retries=ember.Retries(max_retries=3, initial_delay=0.5), max_containers=4,
-              scaledown_window=60)
+@app.function(
+    retries=ember.Retries(max_retries=3, initial_delay=0.5), max_containers=4, scaledown_window=60
+)
 def held(x: int, folder: str, release: str) -> int:
     return _hold(x, folder, release)
 

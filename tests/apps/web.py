@@ -80,8 +80,9 @@ def square(item: dict) -> dict:
 def files() -> None:
     root = Path(tempfile.mkdtemp())
     (root / "hello.txt").write_text("served by a separate HTTP process\n")
-    subprocess.Popen([sys.executable, "-m", "http.server", "18765", "--bind", "127.0.0.1"],
-                     cwd=root)
+    subprocess.Popen(
+        [sys.executable, "-m", "http.server", "18765", "--bind", "127.0.0.1"], cwd=root
+    )
 
 
 @app.function()
@@ -100,8 +101,9 @@ def not_web() -> int:
 def legacy():
     def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
         body = f"wsgi says {environ['PATH_INFO']}".encode()
-        start_response("200 OK", [("Content-Type", "text/plain"),
-                                  ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     return wsgi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from ember import wire
 from ember.backends.base import Capabilities, Gpu, ReplicaLaunch, ReplicaStartFailed
 
 
@@ -44,8 +45,11 @@ class FakeReplica:
             self.exit_code.set_result(code)
 
     # The ReplicaHandle protocol.
-    async def wait_ready(self) -> None:
+    tier: str = "fresh"
+
+    async def wait_ready(self) -> wire.ReplicaStatus:
         await self.ready
+        return wire.ReplicaStatus(state="ready", phases={"enter hooks": 0.5})
 
     async def wait(self) -> int:
         return await self.exit_code
@@ -56,9 +60,14 @@ class FakeBackend:
         self.gpus, self.cores = gpus or [], cores
         self.replicas: list[FakeReplica] = []
         self.started = asyncio.Event()  # set at each start
+        self.checkpoints = True  # whether `park` checkpoints (a CUDA driver that can)
+        self.restore_error: Exception | None = None
+        self.parked_bytes = 1 << 30  # host memory each parked replica holds
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(tuple(self.gpus), self.cores, None, None, None)
+        return Capabilities(
+            tuple(self.gpus), self.cores, None, None, None, memory_bytes=8 * self.parked_bytes
+        )
 
     async def start_replica(self, launch: ReplicaLaunch) -> FakeReplica:
         replica = FakeReplica(launch)
@@ -69,6 +78,16 @@ class FakeBackend:
     async def stop_replica(self, handle: FakeReplica, grace: float) -> None:  # type: ignore[override]
         handle.stopped_with_grace = grace
         handle.exit(0)
+
+    async def park(self, handle: FakeReplica) -> bool:  # type: ignore[override]
+        return self.checkpoints
+
+    async def restore(self, handle: FakeReplica) -> None:  # type: ignore[override]
+        if self.restore_error is not None:
+            raise self.restore_error
+
+    def memory_bytes(self, handle: FakeReplica) -> int:  # type: ignore[override]
+        return self.parked_bytes
 
     async def close(self) -> None:
         for replica in self.replicas:

@@ -32,11 +32,17 @@ def replica_count(app_name: str, function: str) -> int:
     return sum(sum(f.replicas.values()) for f in info.functions if f.name == function)
 
 
-def ember_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
-              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ember.cli.main", *args],
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+def ember_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ember.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def cli_json(*args: str, env: dict[str, str]) -> Any:

@@ -39,7 +39,8 @@ def test_remote_local_and_async(hello) -> None:  # type: ignore[no-untyped-def]
 def test_map_and_starmap(hello) -> None:  # type: ignore[no-untyped-def]
     assert list(hello.square.map(range(50))) == [x * x for x in range(50)]
     assert sorted(hello.square.map(range(20), order_outputs=False)) == sorted(
-        x * x for x in range(20))
+        x * x for x in range(20)
+    )
     assert list(hello.async_double.starmap([(1,), (2,)])) == [2, 4]
     # for_each: tests/integration/test_map.py checks that every input ran.
 

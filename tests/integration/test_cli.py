@@ -31,8 +31,7 @@ def test_run_named_function(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_run_without_a_server_starts_an_embedded_one(tmp_path: Path) -> None:
-    env = {"EMBER_HOME": str(tmp_path / "fresh-home"), "EMBER_SERVER_URL": "",
-           "EMBER_TOKEN": ""}
+    env = {"EMBER_HOME": str(tmp_path / "fresh-home"), "EMBER_SERVER_URL": "", "EMBER_TOKEN": ""}
     result = ember_cli("run", str(APPS / "modal_compat.py"), env=env)
     assert result.returncode == 0, result.stderr
     assert "add 5" in result.stdout
@@ -51,10 +50,18 @@ def test_deploy_list_show_logs_stop(server) -> None:  # type: ignore[no-untyped-
 
     # `ember run` ran its own ephemeral copy; call the deployed one by name.
     caller = subprocess.run(
-        [sys.executable, "-c", "import ember; print("
-         "ember.Function.from_name('hello', 'square').remote(11), "
-         "ember.Function.from_name('hello', 'replica').remote())"], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import ember; print("
+            "ember.Function.from_name('hello', 'square').remote(11), "
+            "ember.Function.from_name('hello', 'replica').remote())",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert caller.stdout.split()[0] == "121", caller.stderr
 
     apps = cli_json("app", "list", env=env)
@@ -65,11 +72,22 @@ def test_deploy_list_show_logs_stop(server) -> None:  # type: ignore[no-untyped-
     logs = ember_cli("app", "logs", "hello", env=env)
     assert "squaring 11" in logs.stdout
 
-    with subprocess.Popen([sys.executable, "-m", "ember.cli.main", "app", "logs", "-f", "hello"],
-                          env={**os.environ, **env}, stdout=subprocess.PIPE, text=True) as follow:
+    with subprocess.Popen(
+        [sys.executable, "-m", "ember.cli.main", "app", "logs", "-f", "hello"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as follow:
         subprocess.run(
-            [sys.executable, "-c", "import ember; ember.Function.from_name('hello', "
-             "'square').remote(12)"], env={**os.environ, **env}, timeout=60, check=True)
+            [
+                sys.executable,
+                "-c",
+                "import ember; ember.Function.from_name('hello', 'square').remote(12)",
+            ],
+            env={**os.environ, **env},
+            timeout=60,
+            check=True,
+        )
         assert follow.stdout is not None
         wait_until(lambda: "squaring 12" in follow.stdout.readline(), timeout=30, interval=0)
         follow.send_signal(signal.SIGINT)
@@ -129,27 +147,35 @@ def test_first_start_writes_client_config(server) -> None:  # type: ignore[no-un
     assert f'server_url = "{server.url}"' in config
     assert (server.home / "config.toml").stat().st_mode & 0o077 == 0
     # With only EMBER_HOME set, the CLI finds the server and token by itself.
-    result = ember_cli("app", "list", "--json", env={"EMBER_HOME": str(server.home),
-                                                     "EMBER_SERVER_URL": "", "EMBER_TOKEN": ""})
+    result = ember_cli(
+        "app",
+        "list",
+        "--json",
+        env={"EMBER_HOME": str(server.home), "EMBER_SERVER_URL": "", "EMBER_TOKEN": ""},
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "live.py"
-    source.write_text("import ember\napp = ember.App('live')\n"
-                      "@app.function()\ndef hi():\n    return 'one'\n")
+    source.write_text(
+        "import ember\napp = ember.App('live')\n@app.function()\ndef hi():\n    return 'one'\n"
+    )
     env = server.env()
-    with subprocess.Popen([sys.executable, "-m", "ember.cli.main", "serve", str(source),
-                           "--interval", "0.2"], env={**os.environ, **env}, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as serving:
+    with subprocess.Popen(
+        [sys.executable, "-m", "ember.cli.main", "serve", str(source), "--interval", "0.2"],
+        env={**os.environ, **env},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as serving:
         try:
             assert serving.stdout is not None
             # It says so once it has deployed and noted the file's time: a change now is seen.
             while not serving.stdout.readline().startswith("Watching"):
                 assert serving.poll() is None, "ember serve exited"
             source.write_text(source.read_text().replace("'one'", "'two'"))
-            wait_until(lambda: cli_json("app", "show", "live", env=env)["version"] == 2,
-                       timeout=60)
+            wait_until(lambda: cli_json("app", "show", "live", env=env)["version"] == 2, timeout=60)
         finally:
             serving.send_signal(signal.SIGINT)
             serving.communicate(timeout=60)  # reads what it prints while stopping
@@ -159,11 +185,15 @@ def test_serve_redeploys_on_change(server, tmp_path: Path) -> None:  # type: ign
 
 def test_invalid_app_names_are_refused(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "named.py"
-    for name, message in (("api", "reserved for the server's own paths"),
-                          ("dashboard", "reserved for the server's own paths"),
-                          ("my--app", "without '--'"), ("sp ace", "invalid app name")):
-        source.write_text(f"import ember\napp = ember.App({name!r})\n"
-                          "@app.function()\ndef f():\n    return 1\n")
+    for name, message in (
+        ("api", "reserved for the server's own paths"),
+        ("dashboard", "reserved for the server's own paths"),
+        ("my--app", "without '--'"),
+        ("sp ace", "invalid app name"),
+    ):
+        source.write_text(
+            f"import ember\napp = ember.App({name!r})\n@app.function()\ndef f():\n    return 1\n"
+        )
         result = ember_cli("deploy", str(source), env=server.env())
         assert result.returncode == 1
         assert message in result.stderr, result.stderr
@@ -175,8 +205,9 @@ def test_a_port_in_use_gets_a_message_naming_it_and_the_flag(tmp_path: Path) -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = ember_cli("server", "--port", str(port),
-                           env={"EMBER_HOME": str(tmp_path / "home")}, timeout=60)
+        result = ember_cli(
+            "server", "--port", str(port), env={"EMBER_HOME": str(tmp_path / "home")}, timeout=60
+        )
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use by another program" in result.stderr
     assert "--port PORT" in result.stderr

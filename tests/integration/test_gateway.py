@@ -42,8 +42,10 @@ def test_deploy_prints_endpoint_urls(server) -> None:  # type: ignore[no-untyped
 
 
 def test_sse_streams_incrementally(server, web) -> None:  # type: ignore[no-untyped-def]
-    with httpx.Client(timeout=60) as client, client.stream(
-            "GET", f"{server.url}/web/api/stream") as response:
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("GET", f"{server.url}/web/api/stream") as response,
+    ):
         lines = response.iter_lines()
         assert next(lines) == "data: first"
         # The last event is only sent after this release: the first arrived on its own.
@@ -55,11 +57,16 @@ def test_sse_streams_incrementally(server, web) -> None:  # type: ignore[no-unty
 def test_fastapi_endpoint_with_keys_and_modal_headers(server, web) -> None:  # type: ignore[no-untyped-def]
     key = cli_json("key", "create", "--app", "web", env=server.env())
     url = f"{server.url}/web/square/"
-    bearer = httpx.post(url, json={"x": 7}, headers={"Authorization": f"Bearer {key['token']}"},
-                        timeout=60)
+    bearer = httpx.post(
+        url, json={"x": 7}, headers={"Authorization": f"Bearer {key['token']}"}, timeout=60
+    )
     assert bearer.json() == {"square": 49}
-    modal = httpx.post(url, json={"x": 3}, headers={"Modal-Key": key["id"],
-                                                     "Modal-Secret": key["token"]}, timeout=60)
+    modal = httpx.post(
+        url,
+        json={"x": 3},
+        headers={"Modal-Key": key["id"], "Modal-Secret": key["token"]},
+        timeout=60,
+    )
     assert modal.json() == {"square": 9}
     revoke = ember_cli("key", "revoke", key["id"], env=server.env())
     assert revoke.returncode == 0, revoke.stderr
@@ -72,10 +79,14 @@ def test_unauthenticated_flood_never_starts_a_replica(server, web) -> None:  # t
 
     async def flood() -> list[int]:
         async with httpx.AsyncClient() as client:
-            variants = [{}, {"Authorization": "Bearer ember-wrong"},
-                        {"Modal-Key": "k", "Modal-Secret": "s"}]
-            responses = await asyncio.gather(*(
-                client.post(url, json={"x": 1}, headers=variants[i % 3]) for i in range(60)))
+            variants = [
+                {},
+                {"Authorization": "Bearer ember-wrong"},
+                {"Modal-Key": "k", "Modal-Secret": "s"},
+            ]
+            responses = await asyncio.gather(
+                *(client.post(url, json={"x": 1}, headers=variants[i % 3]) for i in range(60))
+            )
         return [r.status_code for r in responses]
 
     assert set(asyncio.run(flood())) == {401}
@@ -95,8 +106,9 @@ def test_unknown_targets_are_404_and_tell_nothing(server, web) -> None:  # type:
 
 
 def test_oversized_body_is_413(server, web) -> None:  # type: ignore[no-untyped-def]
-    response = httpx.post(f"{server.url}/web/api/echo", content=b"x" * (33 * 1024 * 1024),
-                          timeout=60)
+    response = httpx.post(
+        f"{server.url}/web/api/echo", content=b"x" * (33 * 1024 * 1024), timeout=60
+    )
     assert response.status_code == 413
 
 
@@ -108,8 +120,11 @@ def test_web_server_in_a_separate_process(server, web) -> None:  # type: ignore[
 
 def test_web_server_that_never_listens(server, web) -> None:  # type: ignore[no-untyped-def]
     key = cli_json("key", "create", "--app", "web", env=server.env())
-    response = httpx.get(f"{server.url}/web/never_listens/",
-                         headers={"Authorization": f"Bearer {key['token']}"}, timeout=60)
+    response = httpx.get(
+        f"{server.url}/web/never_listens/",
+        headers={"Authorization": f"Bearer {key['token']}"},
+        timeout=60,
+    )
     assert response.status_code == 502
     assert "did not listen on port 18766 within 2 s" in response.json()["error"]["message"]
     wait_until(lambda: replica_count("web", "never_listens") == 0)
@@ -122,9 +137,12 @@ def test_scale_from_zero_under_concurrent_requests(server, web) -> None:  # type
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=120) as client:
-            responses = await asyncio.gather(*(
-                client.get(f"{server.url}/web/api/slow", params={"seconds": 0.2})
-                for _ in range(20)))
+            responses = await asyncio.gather(
+                *(
+                    client.get(f"{server.url}/web/api/slow", params={"seconds": 0.2})
+                    for _ in range(20)
+                )
+            )
         return [r.status_code for r in responses]
 
     assert asyncio.run(burst()) == [200] * 20
@@ -133,8 +151,11 @@ def test_scale_from_zero_under_concurrent_requests(server, web) -> None:  # type
 def test_scale_down_drains_in_flight_requests(server, web, tmp_path) -> None:  # type: ignore[no-untyped-def]
     release = tmp_path / "release"
     results: list[httpx.Response] = []
-    held = threading.Thread(target=lambda: results.append(httpx.get(
-        f"{server.url}/web/api/until", params={"path": str(release)}, timeout=60)))
+    held = threading.Thread(
+        target=lambda: results.append(
+            httpx.get(f"{server.url}/web/api/until", params={"path": str(release)}, timeout=60)
+        )
+    )
     held.start()
     wait_until(lambda: Path(f"{release}.started").exists())  # in flight on the replica
     web.app.deploy()  # a new version: the old replica drains, then stops
@@ -183,15 +204,23 @@ def test_host_based_urls_with_a_domain(tmp_path, monkeypatch) -> None:  # type: 
             monkeypatch.setenv(key, value)
         deployed = load("web").app.deploy()
         assert deployed.urls["api"] == "http://web--api.ember.test/"
-        response = httpx.get(f"{running.url}/hello", params={"name": "host"},
-                             headers={"Host": "web--api.ember.test"}, timeout=60)
+        response = httpx.get(
+            f"{running.url}/hello",
+            params={"name": "host"},
+            headers={"Host": "web--api.ember.test"},
+            timeout=60,
+        )
         assert response.json() == {"message": "hello host"}
         # Host names ignore case: the URL printed for an app with capitals reaches it, and a
         # name differing from it only in case is refused (it would share that URL).
         camel = load("web").app.deploy("CamelWeb")
         assert camel.urls["api"] == "http://camelweb--api.ember.test/"
-        response = httpx.get(f"{running.url}/hello", params={"name": "camel"},
-                             headers={"Host": "camelweb--api.ember.test"}, timeout=60)
+        response = httpx.get(
+            f"{running.url}/hello",
+            params={"name": "camel"},
+            headers={"Host": "camelweb--api.ember.test"},
+            timeout=60,
+        )
         assert response.json() == {"message": "hello camel"}
         with pytest.raises(InvalidError, match="differs only in case from the existing app"):
             load("web").app.deploy("camelweb")
@@ -229,8 +258,10 @@ def test_full_queue_is_503_with_retry_after(tmp_path, monkeypatch) -> None:  # t
             async with httpx.AsyncClient(timeout=60) as client:
                 async with client.stream("GET", url + "/forever") as stream:
                     assert await anext(stream.aiter_lines()) == "data: tick"  # holds the slot
-                    naps = [asyncio.ensure_future(client.get(url + "/nap", params={"seconds": 0}))
-                            for _ in range(3)]
+                    naps = [
+                        asyncio.ensure_future(client.get(url + "/nap", params={"seconds": 0}))
+                        for _ in range(3)
+                    ]
                     # Two wait for the slot; the third is refused at once, whichever it is.
                     done, waiting = await asyncio.wait(naps, return_when=asyncio.FIRST_COMPLETED)
                     assert len(done) == 1
@@ -256,15 +287,18 @@ def test_half_open_client_gets_408_and_holds_nothing(tmp_path, monkeypatch) -> N
         load("web").app.deploy()
         port = int(running.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
-            stalled.sendall(b"POST /web/api/echo HTTP/1.1\r\nHost: x\r\n"
-                            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            stalled.sendall(
+                b"POST /web/api/echo HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
             reply = ""  # nothing more is sent; read the whole answer
             while not reply.endswith("}"):
                 reply += stalled.recv(4096).decode()
         assert reply.startswith("HTTP/1.1 408")
         assert "no request data for 1 s" in reply
         assert replica_count("web", "api") == 0  # the body never arrived: no replica was woken
-        assert httpx.post(f"{running.url}/web/api/echo", json={"ok": 1},
-                          timeout=60).json() == {"ok": 1}
+        assert httpx.post(f"{running.url}/web/api/echo", json={"ok": 1}, timeout=60).json() == {
+            "ok": 1
+        }
     finally:
         assert not running.stop()

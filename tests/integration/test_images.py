@@ -7,14 +7,14 @@ from pathlib import Path
 from tests.conftest import BACKEND
 from tests.integration.helpers import APPS, cli_json, ember_cli
 
-BAD = '''
+BAD = """
 import ember
 app = ember.App("bad-image")
 
 @app.function(image=ember.Image.debian_slim(){step})
 def f():
     return 1
-'''
+"""
 
 
 def test_image_build_and_use(server) -> None:  # type: ignore[no-untyped-def]
@@ -32,8 +32,9 @@ def test_image_build_and_use(server) -> None:  # type: ignore[no-untyped-def]
     else:
         assert "image ready" not in result.stderr  # built once per hash: not built again
 
-    image_hash = next(f["image"] for f in cli_json("app", "show", "imaged", env=server.env())
-                      ["functions"])
+    image_hash = next(
+        f["image"] for f in cli_json("app", "show", "imaged", env=server.env())["functions"]
+    )
     logs = ember_cli("image", "logs", image_hash, env=server.env())
     assert "humanize" in logs.stdout and "image ready" in logs.stdout
 
@@ -50,8 +51,9 @@ def test_bad_images_fail_at_deploy_with_clear_errors(server, tmp_path: Path) -> 
         result = ember_cli("deploy", str(source), env=server.env(), timeout=300)
         assert result.returncode == 1
         assert message in result.stderr, result.stderr
-    source.write_text(BAD.format(step="").replace("debian_slim()",
-                                                  'debian_slim(python_version="3.99")'))
+    source.write_text(
+        BAD.format(step="").replace("debian_slim()", 'debian_slim(python_version="3.99")')
+    )
     result = ember_cli("deploy", str(source), env=server.env())
     assert "Python 3.99 is not installed on this machine" in result.stderr
     assert cli_json("app", "list", env=server.env()) == []  # nothing half-deployed

@@ -12,7 +12,7 @@ from ember.sdk.exceptions import ExecutionError
 from tests.conftest import start_server, wait_until
 from tests.integration.helpers import app_info, load, replica_count
 
-APP_V1 = '''
+APP_V1 = """
 import time
 import ember
 
@@ -22,7 +22,7 @@ app = ember.App("versioned")
 def version(delay: float = 0) -> str:
     time.sleep(delay)
     return "v1"
-'''
+"""
 
 
 def test_scale_to_zero_and_back(server) -> None:  # type: ignore[no-untyped-def]
@@ -61,8 +61,7 @@ def test_enter_failure_is_a_clear_error(server) -> None:  # type: ignore[no-unty
         module.Broken().predict.remote(1)
 
 
-def test_redeploy_is_a_new_version_and_running_inputs_finish(server, tmp_path: Path
-                                                            ) -> None:  # type: ignore[no-untyped-def]
+def test_redeploy_is_a_new_version_and_running_inputs_finish(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from ember.cli.loader import import_file
 
     source = tmp_path / "versioned.py"
@@ -82,8 +81,9 @@ def test_redeploy_is_a_new_version_and_running_inputs_finish(server, tmp_path: P
     assert app_info("versioned").version == 2
 
 
-def test_server_restart_keeps_apps_and_spawned_results(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_restart_keeps_apps_and_spawned_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     first = start_server(home)
     for key, value in first.env().items():
@@ -111,9 +111,11 @@ def test_min_containers_keeps_a_warm_replica(server, tmp_path: Path) -> None:  #
     from ember.cli.loader import import_file
 
     source = tmp_path / "warm.py"
-    source.write_text("import ember\napp = ember.App('warm')\n"
-                      "@app.function(min_containers=1, scaledown_window=0.5)\n"
-                      "def f():\n    return 1\n")
+    source.write_text(
+        "import ember\napp = ember.App('warm')\n"
+        "@app.function(min_containers=1, scaledown_window=0.5)\n"
+        "def f():\n    return 1\n"
+    )
     import_file(source).app.deploy()
     wait_until(lambda: app_info("warm").functions[0].replicas.get("ready") == 1, timeout=30)
     with pytest.warns(DeprecationWarning, match="keep_warm"):

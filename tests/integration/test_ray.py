@@ -1,8 +1,9 @@
 """The Ray backend on a real cluster of three nodes on this machine (tests/ray_cluster.py).
 
 Replicas spread over nodes, GPUs counted per node and chosen by Ray, a node killed under load
-(inputs retried per `retries`, then a clear error), scale to zero and back, and the errors of a
-server that cannot reach a cluster.
+(inputs retried per `retries`, then a clear error), scale to zero and back, functions with memory
+snapshots starting fresh (no templates on Ray yet), and the errors of a server that cannot reach
+a cluster.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def serve_on(cluster: RayCluster, home: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-def ray_server(ray_cluster: RayCluster, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+def ray_server(
+    ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningServer]:
     running = serve_on(ray_cluster, tmp_path / "home", monkeypatch)
     yield running
     assert not running.stop(), "replicas outlived the server"
@@ -60,8 +62,7 @@ def per_node(cluster: RayCluster) -> dict[str, int]:
     return {node.ip: len(node.replica_pids()) for node in cluster.nodes}
 
 
-def test_replicas_spread_over_the_nodes(ray_server: RunningServer,
-                                        ray_cluster: RayCluster) -> None:
+def test_replicas_spread_over_the_nodes(ray_server: RunningServer, ray_cluster: RayCluster) -> None:
     cluster_app = load("cluster")
     cluster_app.app.deploy()
     wait_until(lambda: all(per_node(ray_cluster).values()), timeout=120)
@@ -69,9 +70,9 @@ def test_replicas_spread_over_the_nodes(ray_server: RunningServer,
     assert cluster_app.spread.remote().startswith("r-")
 
 
-def test_gpus_are_counted_per_node_and_chosen_by_ray(ray_server: RunningServer,
-                                                     ray_cluster: RayCluster,
-                                                     tmp_path: Path) -> None:
+def test_gpus_are_counted_per_node_and_chosen_by_ray(
+    ray_server: RunningServer, ray_cluster: RayCluster, tmp_path: Path
+) -> None:
     gpu_app = load("cluster_gpus")
     gpu_app.app.deploy()
     assert gpu_app.two_gpus.remote() == "0,1"  # Ray's choice, in CUDA_VISIBLE_DEVICES
@@ -82,30 +83,43 @@ def test_gpus_are_counted_per_node_and_chosen_by_ray(ray_server: RunningServer,
     crashed = ray_cluster.nodes[1].replica_pids()[0]
     os.kill(crashed, signal.SIGKILL)
     wait_until(lambda: crashed not in ray_cluster.replica_pids(), timeout=30)
-    wait_until(lambda: per_node(ray_cluster) == one_each
-               and app_info("cluster-gpus").functions[0].replicas == {"ready": 2}, timeout=120)
+    wait_until(
+        lambda: (
+            per_node(ray_cluster) == one_each
+            and app_info("cluster-gpus").functions[0].replicas == {"ready": 2}
+        ),
+        timeout=120,
+    )
 
     for gpu in ("A100", "H100:4"):  # no A100 at all; no node with four H100
         source = tmp_path / "wants.py"
-        source.write_text("import ember\napp = ember.App('wants')\n"
-                          f"@app.function(gpu={gpu!r})\ndef f():\n    return 1\n")
+        source.write_text(
+            "import ember\napp = ember.App('wants')\n"
+            f"@app.function(gpu={gpu!r})\ndef f():\n    return 1\n"
+        )
         expected = r"the Ray cluster has 4 x H100 \(2 on 127\.0\.0\.3, 2 on 127\.0\.0\.4\)"
         with pytest.raises(InvalidError, match=expected):
             import_file(source).app.deploy()
 
 
 def test_a_replica_ray_cannot_place_yet_waits_and_stops_cleanly(
-        ray_server: RunningServer, ray_cluster: RayCluster, tmp_path: Path) -> None:
+    ray_server: RunningServer, ray_cluster: RayCluster, tmp_path: Path
+) -> None:
     source = tmp_path / "big.py"
-    source.write_text("import ember\napp = ember.App('big')\n"
-                      "@app.function(cpu=4, min_containers=3)\ndef f():\n    return 1\n")
+    source.write_text(
+        "import ember\napp = ember.App('big')\n"
+        "@app.function(cpu=4, min_containers=3)\ndef f():\n    return 1\n"
+    )
     big = import_file(source)
     big.app.deploy()
     # Two workers have four CPUs each; the head has two: Ray places two, the third waits.
-    wait_until(lambda: per_node(ray_cluster) == {"127.0.0.2": 0, "127.0.0.3": 1,
-                                                 "127.0.0.4": 1}, timeout=120)
-    wait_until(lambda: app_info("big").functions[0].replicas == {"ready": 2, "starting": 1},
-               timeout=60)
+    wait_until(
+        lambda: per_node(ray_cluster) == {"127.0.0.2": 0, "127.0.0.3": 1, "127.0.0.4": 1},
+        timeout=120,
+    )
+    wait_until(
+        lambda: app_info("big").functions[0].replicas == {"ready": 2, "starting": 1}, timeout=60
+    )
     assert big.f.remote() == 1
     stopped = ember_cli("app", "stop", "big", env=ray_server.env())
     assert stopped.returncode == 0, stopped.stderr
@@ -114,7 +128,8 @@ def test_a_replica_ray_cannot_place_yet_waits_and_stops_cleanly(
 
 
 def test_a_node_killed_under_load_loses_no_input_beyond_its_retries(
-        own_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     running = serve_on(own_cluster, tmp_path / "home", monkeypatch)
     try:
         cluster_app = load("cluster")
@@ -146,9 +161,15 @@ def hold_and_kill(cluster: RayCluster, function: Any, folder: Path) -> tuple[lis
     folder.mkdir()
     release = folder.parent / f"{folder.name}-release"
     results: list[Any] = []
-    mapping = threading.Thread(target=lambda: results.extend(function.map(
-        range(4), kwargs={"folder": str(folder), "release": str(release)},
-        return_exceptions=True)))
+    mapping = threading.Thread(
+        target=lambda: results.extend(
+            function.map(
+                range(4),
+                kwargs={"folder": str(folder), "release": str(release)},
+                return_exceptions=True,
+            )
+        )
+    )
     mapping.start()
     wait_until(lambda: len(list(folder.iterdir())) == 4, timeout=120)
     taken = {path.name: int(path.read_text()) for path in folder.iterdir()}
@@ -188,8 +209,26 @@ def _runs(cluster: RayCluster, replica: str) -> bool:
         return False
 
 
+def test_memory_snapshot_functions_start_fresh_and_the_server_says_why(
+    ray_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMBER_TEST_MARKS", str(tmp_path / "marks"))
+    snapshots = load("snapshots")
+    snapshots.app.deploy()
+    value, replica = snapshots.Forked().lookup.remote(3)
+    assert value == 9  # its snap hook ran in the replica itself: there is no template
+    forked = next(f for f in app_info("snapshots").functions if f.name == "Forked")
+    assert forked.snapshot is None and forked.cold_start is not None
+    assert forked.cold_start.tier == "fresh"
+    marks = (tmp_path / "marks").read_text().split()
+    assert marks == ["snap", replica, "enter", replica]
+    said = " ".join(ray_server.log_path.read_text().split())
+    assert "forked replicas not on the Ray backend yet" in said
+
+
 def test_volumes_need_a_shared_filesystem_on_a_cluster(
-        ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     running = start_server(tmp_path / "home", cluster=ray_cluster, shared_volumes=False)
     for key, value in running.env().items():
         monkeypatch.setenv(key, value)
@@ -202,10 +241,7 @@ def test_volumes_need_a_shared_filesystem_on_a_cluster(
 
 def test_no_cluster_at_the_address_is_a_clear_error_at_start(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    result = ember_cli("server", "--port", str(free_port()), "--backend", "ray",
-                       "--ray-address", address, env={"EMBER_HOME": str(tmp_path / "home")})
-    assert result.returncode == 1
-    said = " ".join(result.stderr.split())  # as one line, however the terminal wrapped it
+    said = failed_start(tmp_path, "--ray-address", address)
     assert f"no Ray cluster at {address}: Connection refused" in said
     assert "ray start --head" in said
 
@@ -216,7 +252,14 @@ def test_ray_not_installed_is_a_clear_error_at_start(tmp_path: Path) -> None:
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     pythonpath = f"{shadow.parent}:{Path(__file__).resolve().parents[2]}"
-    result = ember_cli("server", "--port", str(free_port()), "--backend", "ray",
-                       env={"EMBER_HOME": str(tmp_path / "home"), "PYTHONPATH": pythonpath})
+    assert "pip install 'ember[ray]'" in failed_start(tmp_path, PYTHONPATH=pythonpath)
+
+
+def failed_start(tmp_path: Path, *args: str, **env: str) -> str:
+    """What `ember server --backend ray ARGS` says as it exits with 1, as one line (however the
+    terminal wrapped it)."""
+    home = {"EMBER_HOME": str(tmp_path / "home")}
+    port = str(free_port())
+    result = ember_cli("server", "--port", port, "--backend", "ray", *args, env=home | env)
     assert result.returncode == 1
-    assert "pip install 'ember[ray]'" in " ".join(result.stderr.split())
+    return " ".join(result.stderr.split())

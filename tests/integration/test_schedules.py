@@ -8,7 +8,7 @@ from ember.cli.loader import import_file
 from tests.conftest import wait_until
 from tests.integration.helpers import cli_json, ember_cli
 
-APP = '''
+APP = """
 import ember
 
 app = ember.App("ticker")
@@ -21,7 +21,7 @@ def tick() -> None:
 @app.function(schedule=ember.Cron("0 9 * * *", timezone="Europe/Paris"))
 def daily() -> None:
     pass
-'''
+"""
 
 
 def test_a_period_schedule_fires_and_app_show_tells_the_next_runs(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

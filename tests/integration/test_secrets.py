@@ -30,20 +30,28 @@ def test_secret_injection_and_redaction(server, tmp_path) -> None:  # type: igno
 
     ember_cli("secret", "create", "missing-secret", "X=1", env=env)
     module.app.deploy()
-    assert module.read_env.remote() == {"user": "alice", "mode": "inline-mode-value",
-                                        "password_length": len(PASSWORD)}
+    assert module.read_env.remote() == {
+        "user": "alice",
+        "mode": "inline-mode-value",
+        "password_length": len(PASSWORD),
+    }
 
     logs = ember_cli("app", "logs", "secretive", env=env).stdout
     assert "connecting with password ****" in logs
     listed = cli_json("secret", "list", env=env)
-    assert {"name": "db-creds", "keys": ["DB_PASSWORD", "DB_USER"]}.items() <= \
-        next(s for s in listed if s["name"] == "db-creds").items()
+    assert {"name": "db-creds", "keys": ["DB_PASSWORD", "DB_USER"]}.items() <= next(
+        s for s in listed if s["name"] == "db-creds"
+    ).items()
     shown = ember_cli("app", "show", "secretive", "--json", env=env).stdout
-    api = httpx.get(f"{server.url}/api/v1/apps/secretive",
-                    headers={"Authorization": f"Bearer {server.token}"}).text
+    api = httpx.get(
+        f"{server.url}/api/v1/apps/secretive", headers={"Authorization": f"Bearer {server.token}"}
+    ).text
     with sqlite3.connect(server.home / "ember.db") as db:
-        dump = "\n".join(str(row) for table in ("secrets", "app_versions", "logs")
-                         for row in db.execute(f"SELECT * FROM {table}"))
+        dump = "\n".join(
+            str(row)
+            for table in ("secrets", "app_versions", "logs")
+            for row in db.execute(f"SELECT * FROM {table}")
+        )
     for text in (logs, json.dumps(listed), shown, api, dump):
         assert PASSWORD not in text
     for text in (json.dumps(listed), shown, api):  # (the app's source, stored, has its literal)

@@ -16,8 +16,9 @@ from tests.integration.helpers import cli_json, ember_cli, load, replica_pid
 
 
 @pytest.fixture
-def mounted_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                   request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def mounted_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     """A server whose replicas (and this process) read tests/apps/volumes.py's mount path; on
     EMBER_TEST_BACKEND's backend (on Ray: the shared-filesystem driver)."""
     monkeypatch.setenv("EMBER_TEST_VOLUME_MOUNT", str(tmp_path / "mnt" / "data"))
@@ -34,7 +35,8 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     module = load("volumes")
     module.app.deploy()  # creates "shared-data" (create_if_missing=True)
     assert [v["name"] for v in cli_json("volume", "list", env=mounted_server.env())] == [
-        "shared-data"]
+        "shared-data"
+    ]
     write, read, vol = module.write, module.read, module.vol
 
     # Writer and reader mount the volume at the same path, each seeing its own copy.
@@ -77,8 +79,7 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     assert b"".join(vol.read_file("up/memory.bin")) == b"replaced"
     vol.remove_file("up", recursive=True)
     assert read.remote("up/local.txt", reload=True) is None
-    assert sorted(e.path for e in vol.listdir("/", recursive=True)) == [
-        "a.txt", "b", "b/c.txt"]
+    assert sorted(e.path for e in vol.listdir("/", recursive=True)) == ["a.txt", "b", "b/c.txt"]
     with pytest.raises(PathNotFoundError) as missing:
         b"".join(vol.read_file("nope.txt"))
     assert isinstance(missing.value, FileNotFoundError)  # as Modal raises
@@ -86,8 +87,9 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
     # Stopped replicas leave no working copies behind.
     assert ember_cli("app", "stop", "volumes", env=mounted_server.env()).returncode == 0
     # (on a Ray node, the shared driver keeps them on the node's disk)
-    copies = (mounted_server.cluster.root / "node" / "volumes" if mounted_server.cluster
-              else volumes) / ".replicas"
+    copies = (
+        mounted_server.cluster.root / "node" / "volumes" if mounted_server.cluster else volumes
+    ) / ".replicas"
     wait_until(lambda: not list(copies.iterdir()), timeout=60)
 
 
@@ -108,24 +110,35 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     again = ember_cli("volume", "put", "data", str(big), "/models/big.bin", env=env)
     assert again.returncode == 1
     assert "exists in the volume" in again.stderr
-    assert ember_cli("volume", "put", "data", str(big), "/models/big.bin", "--force",
-                     env=env).returncode == 0
+    assert (
+        ember_cli(
+            "volume", "put", "data", str(big), "/models/big.bin", "--force", env=env
+        ).returncode
+        == 0
+    )
 
     listed = cli_json("volume", "ls", "data", "-r", env=env)
     assert {(e["path"], e["type"], e["size"]) for e in listed} == {
-        ("models", "directory", 0), ("models/big.bin", "file", big.stat().st_size),
-        ("tree", "directory", 0), ("tree/a.txt", "file", 1), ("tree/sub", "directory", 0),
-        ("tree/sub/b.txt", "file", 2)}
+        ("models", "directory", 0),
+        ("models/big.bin", "file", big.stat().st_size),
+        ("tree", "directory", 0),
+        ("tree/a.txt", "file", 1),
+        ("tree/sub", "directory", 0),
+        ("tree/sub/b.txt", "file", 2),
+    }
     assert [e["path"] for e in cli_json("volume", "ls", "data", "tree", env=env)] == [
-        "tree/a.txt", "tree/sub"]
+        "tree/a.txt",
+        "tree/sub",
+    ]
 
     out = tmp_path / "out"
     out.mkdir()
     got = ember_cli("volume", "get", "data", "/models/big.bin", str(out), env=env)
     assert got.returncode == 0, got.stderr
     assert (out / "big.bin").read_bytes() == big.read_bytes()
-    assert ember_cli("volume", "get", "data", "/models/big.bin", str(out),
-                     env=env).returncode == 1  # exists locally, no --force
+    assert (
+        ember_cli("volume", "get", "data", "/models/big.bin", str(out), env=env).returncode == 1
+    )  # exists locally, no --force
     assert ember_cli("volume", "get", "data", "tree", str(out), env=env).returncode == 0
     assert (out / "tree" / "sub" / "b.txt").read_text() == "bb"
     assert ember_cli("volume", "get", "data", "tree/a.txt", "-", env=env).stdout == "a"
@@ -136,11 +149,13 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert ember_cli("volume", "rm", "data", "models/big.bin", env=env).returncode == 0
     assert [e["path"] for e in cli_json("volume", "ls", "data", env=env)] == ["models"]
 
-    for args, message in ((("ls", "data", "../etc"), "contains '..'"),
-                          (("ls", "data", "gone"), "'gone' does not exist in volume 'data'"),
-                          (("ls", "nope"), "ember volume create nope"),
-                          (("create", "bad/name"), "invalid volume name"),
-                          (("create", "data"), "exists already")):
+    for args, message in (
+        (("ls", "data", "../etc"), "contains '..'"),
+        (("ls", "data", "gone"), "'gone' does not exist in volume 'data'"),
+        (("ls", "nope"), "ember volume create nope"),
+        (("create", "bad/name"), "invalid volume name"),
+        (("create", "data"), "exists already"),
+    ):
         result = ember_cli("volume", *args, env=env)
         assert result.returncode == 1
         assert message in " ".join(result.stderr.split()), result.stderr
@@ -150,7 +165,7 @@ def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert not (server.home / "volumes" / "data").exists()
 
 
-BAD_MOUNT_APP = '''
+BAD_MOUNT_APP = """
 import ember
 app = ember.App("mounty")
 vol = ember.Volume.from_name({volume!r})
@@ -158,19 +173,21 @@ vol = ember.Volume.from_name({volume!r})
 @app.function(volumes={{{path!r}: vol}})
 def f() -> int:
     return 1
-'''
+"""
 
 
-def test_deploy_refuses_unknown_volumes_and_bad_mount_paths(server, tmp_path: Path
-                                                             ) -> None:  # type: ignore[no-untyped-def]
+def test_deploy_refuses_unknown_volumes_and_bad_mount_paths(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = server.env()
     source = tmp_path / "mounty.py"
     ember_cli("volume", "create", "known", env=env)
     (tmp_path / "a-file").write_text("")
     (tmp_path / "a-folder").mkdir()
     cases = [
-        ("nope", tmp_path / "mnt", "mounts volume 'nope', which does not exist; create it "
-         "with `ember volume create nope`"),
+        (
+            "nope",
+            tmp_path / "mnt",
+            "mounts volume 'nope', which does not exist; create it with `ember volume create nope`",
+        ),
         ("known", tmp_path / "a-file" / "mnt", "cannot create the folder"),
         ("known", tmp_path / "a-folder", "already exists as a folder"),
         ("known", Path("/proc/mnt"), "inside the system folder /proc"),

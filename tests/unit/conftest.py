@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from ember.server.replicas.launch import Launcher
 from ember.server.replicas.placement import Inventory
 from ember.server.replicas.state import Lifecycle, ReplicaEvent, ReplicaRecord, ReplicaState
 from ember.server.replicas.supervisor import Supervisor
+from ember.server.replicas.templates import Templates
 from ember.server.settings import ServerSettings
 from ember.server.store.sql import SqlStore
 from tests.fakes.backend import FakeBackend, FakeReplica
@@ -27,10 +29,10 @@ from tests.fakes.http import Answer, FakeHttp
 
 
 class Harness:
-    def __init__(self, home: Path, gpus: list[Gpu]) -> None:
+    def __init__(self, home: Path, gpus: list[Gpu], **settings: Any) -> None:
         self.clock = FakeClock()
         self.backend = FakeBackend(gpus)
-        self.settings = ServerSettings(home=home, replica_base_env={})
+        self.settings = ServerSettings(home=home, replica_base_env={}, **settings)
         self.lifecycle = Lifecycle(self.clock)
         self.events: list[ReplicaEvent] = []
         self.lifecycle.subscribe(self.events.append)
@@ -43,19 +45,26 @@ class Harness:
         )
         self.inventory = Inventory(tuple(gpus), tuple(range(4)))
         self.http = FakeHttp(lambda target, body: Answer(status=200))
+        self.templates = Templates(self.backend, launcher)  # type: ignore[arg-type]
         self.supervisor = Supervisor(
             self.settings,
             self.backend,
             self.lifecycle,
             self.inventory,
-            launcher,
+            launcher,  # type: ignore[arg-type]
             self.logs,
             self.http,
-        )  # type: ignore[arg-type]
+            self.templates,  # type: ignore[arg-type]
+        )
         self.autoscaler = Autoscaler(
             self.settings, self.pools, self.supervisor, self.lifecycle, one_per_port=False
         )
-        self.dispatcher = Dispatcher(self.settings, self.supervisor, self.http)  # type: ignore[arg-type]
+        self.dispatcher = Dispatcher(
+            self.settings,
+            self.supervisor,
+            self.http,
+            lambda replica: None,  # type: ignore[arg-type]
+        )
 
     def pool(
         self, function: str = "f", gpu: str | list[str] | None = None, **options: object

@@ -11,9 +11,19 @@ from ember.sdk.exceptions import InvalidError
 def test_specs_record_every_option() -> None:
     app = ember.App("opts")
 
-    @app.function(gpu="H100:2", cpu=2, memory=1024, timeout=30, retries=ember.Retries(
-        max_retries=3), min_containers=1, max_containers=4, buffer_containers=1,
-        scaledown_window=10, enable_memory_snapshot=True, schedule=ember.Period(minutes=5))
+    @app.function(
+        gpu="H100:2",
+        cpu=2,
+        memory=1024,
+        timeout=30,
+        retries=ember.Retries(max_retries=3),
+        min_containers=1,
+        max_containers=4,
+        buffer_containers=1,
+        scaledown_window=10,
+        enable_memory_snapshot=True,
+        schedule=ember.Period(minutes=5),
+    )
     @ember.concurrent(max_inputs=8, target_inputs=4)
     def f() -> None: ...
 
@@ -29,28 +39,43 @@ def test_specs_record_every_option() -> None:
 def test_deprecated_names_map_with_a_warning() -> None:
     app = ember.App("old")
     with pytest.warns(DeprecationWarning) as warned:
-        decorator = app.function(keep_warm=2, concurrency_limit=3, container_idle_timeout=9,
-                                 allow_concurrent_inputs=5)
+        decorator = app.function(
+            keep_warm=2, concurrency_limit=3, container_idle_timeout=9, allow_concurrent_inputs=5
+        )
     messages = {str(w.message).split(";")[0] for w in warned}
-    assert messages == {f"`{old}` is deprecated" for old in (
-        "keep_warm", "concurrency_limit", "container_idle_timeout", "allow_concurrent_inputs")}
+    assert messages == {
+        f"`{old}` is deprecated"
+        for old in (
+            "keep_warm",
+            "concurrency_limit",
+            "container_idle_timeout",
+            "allow_concurrent_inputs",
+        )
+    }
 
     def g() -> None: ...
 
     decorator(g)
     spec = app.specs["g"]
-    assert (spec.min_containers, spec.max_containers, spec.scaledown_window,
-            spec.max_inputs) == (2, 3, 9, 5)
+    assert (spec.min_containers, spec.max_containers, spec.scaledown_window, spec.max_inputs) == (
+        2,
+        3,
+        9,
+        5,
+    )
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"gpu": "potato"}, "unknown gpu 'potato'"),
-    ({"timeout": 0}, "timeout must be positive"),
-    ({"min_containers": 3, "max_containers": 1}, "cannot exceed max_containers"),
-    ({"retries": -1}, "between 0 and 10"),
-    ({"volumes": {"relative/path": "v"}}, "must be absolute"),
-    ({"schedule": "daily"}, "ember.Cron"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"gpu": "potato"}, "unknown gpu 'potato'"),
+        ({"timeout": 0}, "timeout must be positive"),
+        ({"min_containers": 3, "max_containers": 1}, "cannot exceed max_containers"),
+        ({"retries": -1}, "between 0 and 10"),
+        ({"volumes": {"relative/path": "v"}}, "must be absolute"),
+        ({"schedule": "daily"}, "ember.Cron"),
+    ],
+)
 def test_bad_options(options: dict[str, object], message: str) -> None:
     app = ember.App("bad")
 

@@ -6,9 +6,20 @@ from dataclasses import replace
 
 from ember.server.autoscaler.policy import ReplicaView, ScalingContext, decide, desired_replicas
 
-BASE = ScalingContext(in_flight=0, queued=0, replicas=(), min_containers=0, max_containers=10,
-                      buffer_containers=0, max_inputs=1, target_inputs=None,
-                      scaledown_window=60.0, current=True, can_start=True, now=1000.0)
+BASE = ScalingContext(
+    in_flight=0,
+    queued=0,
+    replicas=(),
+    min_containers=0,
+    max_containers=10,
+    buffer_containers=0,
+    max_inputs=1,
+    target_inputs=None,
+    scaledown_window=60.0,
+    current=True,
+    can_start=True,
+    now=1000.0,
+)
 
 
 def idle(rid: str, since: float) -> ReplicaView:

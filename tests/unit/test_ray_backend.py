@@ -25,8 +25,9 @@ def node(address: str, alive: bool = True, **resources: float) -> dict[str, Any]
 NODES = [
     node("10.0.0.3", CPU=32, GPU=2, **{"accelerator_type:H100": 1}),
     node("10.0.0.2", CPU=8),  # the head, no GPU
-    node("10.0.0.4", CPU=64, GPU=4,
-         **{"accelerator_type:A100": 1, "accelerator_type:A100-80GB": 4}),
+    node(
+        "10.0.0.4", CPU=64, GPU=4, **{"accelerator_type:A100": 1, "accelerator_type:A100-80GB": 4}
+    ),
     node("10.0.0.5", CPU=16, GPU=1),  # a GPU Ray could not name
     node("10.0.0.6", alive=False, CPU=128, GPU=8, **{"accelerator_type:H100": 1}),
 ]

@@ -21,8 +21,11 @@ class FakeReplica:
 
 
 def test_pick_least_loaded_ready_replica() -> None:
-    replicas = [FakeReplica("busy", in_flight=2), FakeReplica("free", in_flight=0),
-                FakeReplica("starting", ready=False)]
+    replicas = [
+        FakeReplica("busy", in_flight=2),
+        FakeReplica("free", in_flight=0),
+        FakeReplica("starting", ready=False),
+    ]
     assert pick_replica(replicas, max_inputs=4).name == "free"  # type: ignore[union-attr]
 
 

@@ -36,8 +36,9 @@ def test_config_file_values_round_trip_whatever_they_hold(tmp_path: Path) -> Non
 def test_replicas_on_other_machines_reach_the_advertised_url(tmp_path: Path) -> None:
     local = ServerSettings(home=tmp_path, host="0.0.0.0", port=9000)
     assert local.replica_server_url == "http://127.0.0.1:9000"  # through the sandbox's loopback
-    cluster = ServerSettings(home=tmp_path, host="0.0.0.0", port=9000,
-                             advertise_url="http://10.0.0.2:9000/")
+    cluster = ServerSettings(
+        home=tmp_path, host="0.0.0.0", port=9000, advertise_url="http://10.0.0.2:9000/"
+    )
     assert cluster.replica_server_url == "http://10.0.0.2:9000"
 
 

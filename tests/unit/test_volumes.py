@@ -40,9 +40,14 @@ def test_names_and_paths() -> None:
 def test_mount_paths() -> None:
     assert check_mount_path("/models/") == check_mount_path("/models") == "/models"
     assert check_mount_path("//data/./x") == "/data/x"
-    cases = {"models": "must be absolute", "/": "cannot be mounted at '/'",
-             "/a/../b": "must not contain '..'", "/proc/x": "system folder /proc",
-             "/usr": "system folder /usr", "/etc/ember": "system folder /etc"}
+    cases = {
+        "models": "must be absolute",
+        "/": "cannot be mounted at '/'",
+        "/a/../b": "must not contain '..'",
+        "/proc/x": "system folder /proc",
+        "/usr": "system folder /usr",
+        "/etc/ember": "system folder /etc",
+    }
     for path, message in cases.items():
         with pytest.raises(VolumeError, match=message):
             check_mount_path(path)
@@ -72,6 +77,7 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path, kind: str) -> None:
         def build(staging: Path) -> None:
             staging.mkdir()
             (staging / "f.txt").write_text(text)
+
         return build
 
     def broken(staging: Path) -> None:
@@ -202,8 +208,9 @@ def test_shared_locks_hold_between_threads_of_one_process(tmp_path: Path) -> Non
 def test_a_shared_lock_is_seen_by_another_process(tmp_path: Path) -> None:
     storage = SharedFilesystem(tmp_path)
     lock = tmp_path / "lock"
-    with subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == b"held\n"
         assert storage.held(lock)  # as a node sees another node's commit under way

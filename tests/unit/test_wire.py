@@ -11,8 +11,15 @@ from ember import wire
 REQUIRED = {
     "FunctionSpec": {"name"},
     "DeployRequest": {"app_name", "declared_name", "module", "functions"},
-    "ReplicaSpec": {"app_name", "version", "declared_name", "module", "source_dir", "function",
-                    "server_url"},
+    "ReplicaSpec": {
+        "app_name",
+        "version",
+        "declared_name",
+        "module",
+        "source_dir",
+        "function",
+        "server_url",
+    },
     "ReplicaAssignment": {"replica_id", "token"},
     "ReplicaStatus": {"state"},
     "VolumeCreate": {"name"},

@@ -24,7 +24,12 @@ class Step:
 
 
 class Engine(Protocol):
-    """Started in the replica's enter hook, stopped in its exit hook."""
+    """Loaded once in the process replicas fork from, started in each replica, stopped in its
+    exit hook; put to sleep before the replica is parked and woken after it is restored."""
+
+    def load(self) -> None:
+        """Import what the engine needs and read what it can into host memory, without
+        initialising CUDA (a process that forks replicas cannot hand them a CUDA context)."""
 
     def start(self) -> None: ...
 

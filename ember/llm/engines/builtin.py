@@ -91,10 +91,13 @@ class BuiltinEngine:
         self.config = config
         self.served_model_name = config.served_model_name
         self.max_model_len = config.model.max_model_len
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # From the config, not `torch.cuda.is_available()`: asking the driver before a fork would
+        # leave forked replicas with a CUDA they cannot use.
+        self.device = torch.device("cuda" if config.gpu else "cpu")
         self.metrics = EngineMetrics()
         self._manager: ContinuousBatchingManager | None = None
         self._parked: ParkedWeights | None = None
+        self._loaded: Any = None  # the model `load` read, until `start` moves it to its device
         self._asleep = False
         self._wake_lock = asyncio.Lock()
         # CUDA graphs pad KV lengths to multiples of this. transformers' 16384 makes every decode
@@ -103,16 +106,25 @@ class BuiltinEngine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load the model folder, then start batching."""
+    def load(self) -> None:
+        """Read the tokenizer and the weights from the model folder into host memory."""
         path = Path(self.config.model_path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.vocab_size = len(self.tokenizer)
         # float32 on the CPU: as fast as bf16 there without AMX, and no ties from rounding.
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
-        self.serve_model(model.to(self.device), _eos_ids(model, self.tokenizer))  # type: ignore[arg-type]
+        self._loaded = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation="sdpa"
+        )
+
+    def start(self) -> None:
+        """Move the loaded model to its device (loading it first if `load` did not), then start
+        batching."""
+        if self._loaded is None:
+            self.load()
+        model, self._loaded = self._loaded, None
+        self.serve_model(model.to(self.device), _eos_ids(model, self.tokenizer))  # type: ignore[union-attr]
 
     def serve_model(self, model: Any, eos_token_ids: list[int]) -> None:
         """Start batching over a loaded model (benchmarks bring random-weight ones)."""

@@ -61,6 +61,9 @@ class VllmEngine:
             args += ["--dtype", "float32"]
         return args
 
+    def load(self) -> None:
+        """Nothing to load ahead: vLLM runs in its own process, started by `start`."""
+
     def start(self) -> None:
         if not vllm_installed():
             raise ModelError("the vllm engine needs vLLM: pip install 'ember[vllm]'")

@@ -13,7 +13,7 @@ import logging
 
 from ember.server.autoscaler.policy import ReplicaView, ScalingContext, decide
 from ember.server.pools import Pool, PoolRegistry
-from ember.server.replicas.state import Lifecycle, ReplicaEvent, ReplicaState
+from ember.server.replicas.state import Lifecycle, ReplicaEvent, ReplicaRecord, ReplicaState
 from ember.server.replicas.supervisor import Supervisor
 from ember.server.settings import ServerSettings
 
@@ -46,7 +46,7 @@ def sample(pool: Pool, settings: ServerSettings, now: float, one_per_port: bool)
         target_inputs=spec.target_inputs,
         scaledown_window=spec.scaledown_window,
         current=pool.current,
-        can_start=now >= pool.next_start_at,
+        can_start=now >= pool.next_start_at and pool.starts_held is None,
         now=now,
     )
 
@@ -94,17 +94,39 @@ class Autoscaler:
                 log.exception("autoscaling %s failed", pool.key)
         try:
             self._supervisor.place(self._pools)
+            self._supervisor.expire_parked(self._pools)
         except Exception:
             log.exception("placing pending replicas failed")
 
+    def _restore_one(self, parked: list[ReplicaRecord]) -> bool:
+        """Restore the first parked replica that can be (its GPU may be taken meanwhile)."""
+        while parked:
+            if self._supervisor.restore(parked.pop(0)):
+                return True
+        return False
+
     def _apply(self, pool: Pool, now: float) -> None:
+        """Start what is missing by the fastest tier (a parked replica, else a new one, which
+        the supervisor forks or starts fresh); park or drain what is not needed."""
         decision = decide(sample(pool, self._settings, now, self._one_per_port))
+        parked = sorted(
+            (r for r in pool.replicas.values() if r.state is ReplicaState.PARKED),
+            key=lambda r: -r.since,  # the most recently parked first
+        )
         for _ in range(decision.start):
-            self._supervisor.add(pool)
+            if not self._restore_one(parked):
+                self._supervisor.add(pool)
         for replica_id in decision.stop:
             replica = pool.replicas.get(replica_id)
-            if replica is not None:
-                reason = "idle" if pool.current else "old version or stopped app"
-                self._supervisor.drain(replica, reason)
-        if not pool.current and not pool.replicas and not pool.queue.waiting:
-            self._pools.remove(pool)
+            if replica is None:
+                continue
+            if pool.current and pool.spec.gpu_snapshot:
+                self._supervisor.park(replica, "idle")
+            else:
+                self._supervisor.drain(replica, "idle" if pool.current else "not current")
+        if not pool.current:
+            for replica in parked:
+                self._supervisor.kill(replica, "not current")
+            if not pool.replicas and not pool.queue.waiting:
+                self._pools.remove(pool)
+                self._supervisor.forget(pool)

@@ -150,9 +150,12 @@ async def stream_response(
     headers: Headers,
     request_id: str,
     send_timeout: float,
-) -> None:
-    """Send the request upstream; stream status, headers and body back to the client."""
+    answered: Callable[[], None],
+) -> int:
+    """Send the request upstream; stream status, headers and body back to the client. Returns
+    the status; `answered()` is called once the upstream's answer begins."""
     response = await http.request(scope["method"], host, port, target, headers, body)
+    answered()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
@@ -169,6 +172,7 @@ async def stream_response(
             async with asyncio.timeout(send_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return response.status
     except (ClientGone, TimeoutError, HttpError):
         await response.aclose()  # cancels the upstream request with the connection
         raise

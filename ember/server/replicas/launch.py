@@ -45,20 +45,32 @@ class Launcher:
 
     def launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaLaunch:
         """Everything the backend needs; raises if a secret it names was deleted meanwhile."""
+        return self._launch(pool, replica.id, list(replica.gpus), replica.cpus)
+
+    def template_launch(self, pool: Pool, template_id: str) -> ReplicaLaunch:
+        """A template's: no GPU, and torch told to ask NVML, not CUDA, whether GPUs exist (a
+        process that initialised CUDA cannot fork replicas that use it)."""
+        launch = self._launch(pool, template_id, [], ())
+        launch.env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+        return launch
+
+    def _launch(
+        self, pool: Pool, replica_id: str, gpus: list[int], cpus: tuple[int, ...]
+    ) -> ReplicaLaunch:
         key = pool.key
         secrets = self._secret_env(pool.spec)
         self._logs.redact(key.app, secrets.values())
         image = self._image(pool.spec)
         assignment = wire.ReplicaAssignment(
-            replica_id=replica.id, token=self._replica_token(key.app), gpus=list(replica.gpus)
+            replica_id=replica_id, token=self._replica_token(key.app), gpus=gpus
         )
         return ReplicaLaunch(
             spec=self.spec(pool),
             assignment=assignment,
-            on_log=lambda text: self._logs.write(key.app, key.function, replica.id, text),
+            on_log=lambda text: self._logs.write(key.app, key.function, replica_id, text),
             env={**(image.env if image else {}), **secrets},
             python=str(image.python) if image else None,
             cwd=str(image.workdir) if image else None,
-            cpus=replica.cpus,
+            cpus=cpus,
             memory_mib=pool.resources.memory,
         )

@@ -99,6 +99,9 @@ class Inventory:
     def free_gpus(self) -> list[Gpu]:
         return [gpu for gpu in self.gpus if gpu.index not in self._gpu_holders]
 
+    def all_free(self, indices: Iterable[int]) -> bool:
+        return not any(index in self._gpu_holders for index in indices)
+
     def core_load(self) -> dict[int, int]:
         load = dict.fromkeys(self.cores, 0)
         for held in self._core_holders.values():

@@ -51,7 +51,8 @@ MOVES: dict[ReplicaState, frozenset[ReplicaState]] = {
     S.STOPPING: frozenset({S.STOPPED}),
     S.STOPPED: frozenset(),
 }
-LIVE = frozenset({S.PENDING, S.STARTING, S.READY})  # what counts toward a pool's size
+# What counts toward a pool's size (a parked replica holds no GPU: it is not).
+LIVE = frozenset({S.PENDING, S.STARTING, S.READY, S.RESTORING})
 
 
 class IllegalTransition(Exception):
@@ -73,6 +74,9 @@ class ReplicaRecord:
     in_flight: int = 0
     last_active: float = 0.0  # when its last input finished (or when it became ready)
     health_failures: int = 0  # consecutive
+    tier: str = ""  # how it last became ready: "fresh", "fork" (from a template), "restore"
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: how it last started
+    checkpointed: bool = False  # parked with its GPU state moved to host memory (GPU free)
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight == 0
     exited: asyncio.Future[int] | None = None  # the exit code, once its process is gone
 

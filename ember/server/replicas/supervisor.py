@@ -1,9 +1,11 @@
 """Supervisor: runs each replica through its lifecycle, from pending to stopped.
 
 `add` creates a replica PENDING; `place` gives pending replicas their GPUs and cores (a pure
-decision, placement.py) and starts them; each started replica is watched by one task: launched
-through the Backend, READY when it reports so, STOPPED when its process is gone, whatever the
-reason. `drain` and `kill` stop replicas; `check_health` replaces ones that stop answering.
+decision, placement.py) and starts them, forked from the pool's template when it has one (the
+forked tier), else fresh; each started replica is watched by one task: launched through the
+Backend, READY when it reports so, STOPPED when its process is gone, whatever the reason. `park`
+and `restore` move an idle replica out of its GPU and back (the parked tier). `drain` and `kill`
+stop replicas; `check_health` replaces ones that stop answering.
 """
 
 from __future__ import annotations
@@ -14,24 +16,30 @@ import shutil
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from ember.backends.base import Backend, ReplicaStartFailed
+from ember.backends.base import Backend, CheckpointError, ReplicaHandle, ReplicaStartFailed
 from ember.http1 import Http1Pool, HttpError
 from ember.runtime.mounts import replica_dir
 from ember.server.logs import LogSink
 from ember.server.pools import Pool
 from ember.server.replicas.launch import Launcher
-from ember.server.replicas.placement import Claim, Inventory, place
+from ember.server.replicas.placement import Claim, Inventory, Placement, place
 from ember.server.replicas.state import (
     Lifecycle,
     ReplicaEvent,
     ReplicaRecord,
     ReplicaState,
 )
+from ember.server.replicas.templates import Templates
 from ember.server.scheduling.queue import ReplicaStartupError
 from ember.server.settings import ServerSettings
 
 log = logging.getLogger("ember.replicas")
 S = ReplicaState
+
+
+class HookFailed(Exception):
+    """A replica's `@before_park` or `@after_restore` hook raised."""
+
 
 HEALTH_PATH = "/__ember/health"
 HEALTH_TIMEOUT = 5.0
@@ -49,10 +57,13 @@ class Supervisor:
         launcher: Launcher,
         logs: LogSink,
         http: Http1Pool,
+        templates: Templates,
     ) -> None:
         self._settings, self._backend, self._lifecycle = settings, backend, lifecycle
         self._inventory, self._launcher, self._logs, self._http = inventory, launcher, logs, http
+        self._templates, self._capabilities = templates, backend.capabilities()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.restore_failures = 0
         lifecycle.subscribe(self._on_event)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -63,14 +74,16 @@ class Supervisor:
     def _on_event(self, event: ReplicaEvent) -> None:
         if event.state is S.STOPPED:
             self._inventory.release(event.replica.id)
-        if event.state is S.READY or event.state is S.STOPPED:
-            log.info("%s", describe(event))
+            log.info("%s", describe_stop(event))
 
     # -- starting ----------------------------------------------------------------------------
 
     def add(self, pool: Pool) -> ReplicaRecord:
         """A new replica of `pool`, PENDING until `place` gives it what it asks for."""
         replica = self._lifecycle.create(pool.new_replica_id(), pool.key)
+        waiting_since = pool.queue.waiting_since()
+        if waiting_since is not None:
+            replica.phases["queued"] = max(0.0, replica.created - waiting_since)
         pool.replicas[replica.id] = replica
         return replica
 
@@ -94,14 +107,14 @@ class Supervisor:
             pool, replica = pending[replica_id]
             replica.gpus, replica.cpus = placement.gpus, placement.cpus
             self._inventory.lease(replica.id, placement)
-            self._lifecycle.move(replica, S.STARTING)
+            event = self._lifecycle.move(replica, S.STARTING)
+            replica.phases["placement"] = event.duration
             self._spawn(self._run(pool, replica))
 
     async def _run(self, pool: Pool, replica: ReplicaRecord) -> None:
         """The replica's whole life after placement; always ends with it STOPPED."""
         try:
-            launch = self._launcher.launch(pool, replica)
-            replica.handle = handle = await self._backend.start_replica(launch)
+            replica.handle = handle = await self._launch(pool, replica)
         except Exception as exc:
             log.warning("starting replica %s failed", replica.id, exc_info=True)
             self._start_failed(pool, replica, f"could not start the replica: {exc}")
@@ -114,12 +127,30 @@ class Supervisor:
                 await self._backend.stop_replica(handle, KILL_GRACE)  # stopped while spawned
         elif failure is None:
             pool.startup_failures = 0
-            self._lifecycle.move(replica, S.READY)
+            self._lifecycle.move(replica, S.READY, f"{replica.tier} start")
         else:
             self._lifecycle.move(replica, S.STOPPING, failure)
             await self._backend.stop_replica(handle, KILL_GRACE)
         code = await replica.exited
         self._finished(pool, replica, code, failure)
+
+    async def _launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaHandle:
+        """Fork the replica from the pool's template if it has one (else, or if that fails,
+        start it fresh), timing how long that took."""
+        launch = self._launcher.launch(pool, replica)
+        template = await self._templates.get(pool)
+        start = self._lifecycle.clock()
+        if template is not None:
+            try:
+                handle = await self._backend.fork_replica(template, launch)
+            except ReplicaStartFailed as exc:
+                self._note(pool, replica, f"could not fork from the template ({exc}); fresh start")
+            else:
+                replica.tier, replica.phases["fork"] = "fork", self._lifecycle.clock() - start
+                return handle
+        handle = await self._backend.start_replica(launch)
+        replica.tier, replica.phases["process start"] = "fresh", self._lifecycle.clock() - start
+        return handle
 
     async def _until_ready(self, pool: Pool, replica: ReplicaRecord) -> str | None:
         """None once ready (or told to stop meanwhile), else why it did not start."""
@@ -127,11 +158,12 @@ class Supervisor:
         web = pool.spec.web  # a web_server may ask for longer (vLLM takes minutes on a CPU)
         timeout = max(self._settings.replica_startup_timeout, web.startup_timeout if web else 0)
         try:
-            await asyncio.wait_for(replica.handle.wait_ready(), timeout)
+            status = await asyncio.wait_for(replica.handle.wait_ready(), timeout)
         except ReplicaStartFailed as exc:
             return str(exc)
         except TimeoutError:
             return f"not ready within {timeout:g} s"
+        replica.phases.update(status.phases)
         return None
 
     def _finished(self, pool: Pool, replica: ReplicaRecord, code: int, failure: str | None) -> None:
@@ -185,9 +217,97 @@ class Supervisor:
 
     def kill(self, replica: ReplicaRecord, reason: str) -> None:
         """Stop a replica that is stuck or broken, without waiting for its inputs."""
-        if replica.state in (S.STARTING, S.READY, S.DRAINING):
+        if replica.state in (S.STARTING, S.READY, S.DRAINING, S.PARKING, S.PARKED, S.RESTORING):
             self._lifecycle.move(replica, S.STOPPING, reason)
             self._spawn(self._terminate(replica, KILL_GRACE))
+
+    # -- parking -----------------------------------------------------------------------------
+
+    def park(self, replica: ReplicaRecord, reason: str) -> None:
+        """Instead of stopping an idle replica: its `@before_park` hooks give back GPU memory,
+        then the driver checkpoints what is left, so it holds no GPU until it is restored."""
+        if replica.state is S.READY and replica.in_flight == 0:
+            self._lifecycle.move(replica, S.PARKING, reason)
+            self._spawn(self._park(replica))
+
+    async def _park(self, replica: ReplicaRecord) -> None:
+        assert replica.handle is not None
+        start = self._lifecycle.clock()
+        try:
+            await self._hooks(replica, "park")
+            replica.checkpointed = await self._backend.park(replica.handle)
+        except (HttpError, HookFailed, CheckpointError, TimeoutError) as exc:
+            if replica.state is S.PARKING:
+                self.kill(replica, f"could not park: {exc}")
+            return
+        if replica.state is not S.PARKING:
+            return  # stopped meanwhile
+        if replica.checkpointed:
+            self._inventory.release(replica.id)  # its GPU is free for others
+        how = "GPU state checkpointed" if replica.checkpointed else "asleep, CUDA context kept"
+        self._lifecycle.move(replica, S.PARKED, f"{how} in {self._lifecycle.clock() - start:.2f} s")
+
+    def restore(self, replica: ReplicaRecord) -> bool:
+        """Bring a parked replica back (the fastest tier); False if its GPUs are taken."""
+        if replica.state is not S.PARKED:
+            return False
+        if replica.checkpointed:
+            if not self._inventory.all_free(replica.gpus):
+                return False
+            self._inventory.lease(replica.id, Placement(replica.gpus, replica.cpus))
+        replica.phases = {}
+        self._lifecycle.move(replica, S.RESTORING)
+        self._spawn(self._restore(replica))
+        return True
+
+    async def _restore(self, replica: ReplicaRecord) -> None:
+        assert replica.handle is not None
+        clock = self._lifecycle.clock
+        try:
+            if replica.checkpointed:
+                start = clock()
+                await self._backend.restore(replica.handle)
+                replica.phases["restore"] = clock() - start
+            start = clock()
+            await self._hooks(replica, "restore")
+            replica.phases["wake"] = clock() - start
+        except (HttpError, HookFailed, CheckpointError, TimeoutError) as exc:
+            self.restore_failures += 1
+            log.warning("restoring replica %s failed (%s); the next tier serves", replica.id, exc)
+            if replica.state is S.RESTORING:
+                self.kill(replica, f"could not restore: {exc}")
+            return
+        if replica.state is S.RESTORING:
+            replica.tier = "restore"
+            self._lifecycle.move(replica, S.READY, "restored")
+
+    async def _hooks(self, replica: ReplicaRecord, which: str) -> None:
+        """Run the replica's `@before_park` ("park") or `@after_restore` ("restore") hooks."""
+        assert replica.handle is not None
+        handle = replica.handle
+        async with asyncio.timeout(self._settings.park_hook_timeout):
+            response = await self._http.request(
+                "POST", handle.host, handle.port, f"/__ember/{which}", fresh=True
+            )
+            text = (await response.read()).decode(errors="replace")
+        if response.status != 200:
+            raise HookFailed(f"the {which} hooks failed: {text}")
+
+    def expire_parked(self, pools: Iterable[Pool]) -> None:
+        """Stop parked replicas past the bounds: oldest first, beyond the count or the host
+        memory they may hold, and any parked longer than `park_for`."""
+        parked = sorted(
+            (r for pool in pools for r in pool.replicas.values() if r.state is S.PARKED),
+            key=lambda r: r.since,
+        )
+        now, settings = self._lifecycle.clock(), self._settings
+        sizes = {r.id: self._backend.memory_bytes(r.handle) if r.handle else 0 for r in parked}
+        held, excess = sum(sizes.values()), len(parked) - settings.max_parked
+        budget = settings.parked_memory_fraction * self._capabilities.memory_bytes
+        for replica in parked:
+            if excess > 0 or held > budget or now - replica.since > settings.park_for:
+                self.kill(replica, "parked beyond the bounds (--park-for, --max-parked, memory)")
+                excess, held = excess - 1, held - sizes[replica.id]
 
     async def _terminate(self, replica: ReplicaRecord, grace: float) -> None:
         if replica.handle is not None:  # else `_run` stops it once the spawn returns
@@ -219,20 +339,24 @@ class Supervisor:
             return False
         return response.status == 200
 
+    def forget(self, pool: Pool) -> None:
+        """A pool that is gone: its template goes too."""
+        self._spawn(self._templates.retire(pool.key))
+
     async def close(self) -> None:
+        self._templates.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._backend.close()
 
 
-def describe(event: ReplicaEvent) -> str:
-    """A server log line for a start or a stop, with how long it took or lasted."""
+def describe_stop(event: ReplicaEvent) -> str:
+    """A server log line for a stop, with how long the replica lived and why it stopped."""
     replica = event.replica
     app, version, function, _ = replica.pool
-    name = f"replica {replica.id} of {app}.{function} (v{version})"
-    where = f" on GPU {','.join(map(str, replica.gpus))}" if replica.gpus else ""
-    if event.state is S.READY:
-        return f"{name} ready{where} after {event.duration:.2f} s starting"
     lifetime = event.at - replica.created
-    return f"{name} stopped after {lifetime:.1f} s ({event.reason or 'no reason given'})"
+    return (
+        f"replica {replica.id} of {app}.{function} (v{version}) stopped after {lifetime:.2f} s "
+        f"({event.reason or 'no reason given'})"
+    )

@@ -36,10 +36,15 @@ class SlotQueue:
         self._replicas, self._max_inputs, self._on_wait = replicas, max_inputs, on_wait
         self._clock = clock
         self._waiters: deque[asyncio.Future[ReplicaRecord]] = deque()
+        self._since: dict[asyncio.Future[ReplicaRecord], float] = {}  # in arrival order
 
     @property
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
+
+    def waiting_since(self) -> float | None:
+        """When the input that has waited longest started waiting (None: nobody waits)."""
+        return next((since for w, since in self._since.items() if not w.done()), None)
 
     async def acquire(self, timeout: float) -> ReplicaRecord:
         """A replica with a slot reserved for the caller; waits (and wakes the autoscaler)."""
@@ -50,6 +55,8 @@ class SlotQueue:
                 return replica
         waiter: asyncio.Future[ReplicaRecord] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._since[waiter] = self._clock()
+        waiter.add_done_callback(self._since.pop)
         self._on_wait()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)

@@ -1,4 +1,5 @@
-"""SqlStore: apps, versions, tokens, calls, secrets, volumes and logs, on SQLite or PostgreSQL."""
+"""SqlStore: apps, versions, tokens, calls, secrets, volumes, logs, usage and budgets, on SQLite or
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -48,6 +49,27 @@ class BlobBox(Protocol):
 
 
 CALL_BLOBS = ("payload", "result")
+INPUT_TOTALS = ("inputs", "seconds", "gpu_seconds", "gpu_cost")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which of an app's log lines to read: of one function, since a time, of one replica (an
+    id or its first characters)."""
+
+    function: str | None = None
+    since: float | None = None
+    replica: str | None = None
+
+    def clauses(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.function is not None:
+            clauses.append(t.logs.c.function == self.function)
+        if self.since is not None:
+            clauses.append(t.logs.c.ts >= self.since)
+        if self.replica is not None:
+            clauses.append(t.logs.c.replica.startswith(self.replica, autoescape=True))
+        return clauses
 
 
 def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
@@ -326,21 +348,138 @@ class SqlStore:
 
     # -- logs -----------------------------------------------------------------------------
 
+    def insert_cold_starts(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(t.cold_starts.insert(), rows)
+
     def append_logs(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(t.logs.insert(), rows)
 
-    def read_logs(self, app: str, after: int = 0, limit: int = 1000) -> list[wire.LogLine]:
+    def read_logs(
+        self, app: str, after: int = 0, limit: int = 1000, filters: LogFilter | None = None
+    ) -> list[wire.LogLine]:
+        query = sa.select(t.logs).where(t.logs.c.app == app, t.logs.c.id > after)
+        if filters is not None:
+            query = query.where(*filters.clauses())
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(t.logs)
-                    .where(t.logs.c.app == app, t.logs.c.id > after)
-                    .order_by(t.logs.c.id)
-                    .limit(limit)
-                )
-                .mappings()
-                .all()
-            )
+            rows = conn.execute(query.order_by(t.logs.c.id).limit(limit)).mappings().all()
         return [wire.LogLine(**r) for r in rows]
+
+    def recent_logs(self, limit: int) -> list[wire.LogLine]:
+        """The last `limit` lines of every app, oldest first."""
+        with self.engine.connect() as conn:
+            query = sa.select(t.logs).order_by(t.logs.c.id.desc()).limit(limit)
+            rows = conn.execute(query).mappings().all()
+        return [wire.LogLine(**r) for r in reversed(rows)]
+
+    def log_sizes(self, after: int) -> tuple[dict[str, int], int]:
+        """Bytes of log text per app in lines after id `after`, and the last id seen."""
+        with self.engine.connect() as conn:
+            last = int(conn.execute(sa.select(sa.func.max(t.logs.c.id))).scalar() or after)
+            rows = conn.execute(
+                sa.select(t.logs.c.app, sa.func.sum(sa.func.length(t.logs.c.text)))
+                .where(t.logs.c.id > after, t.logs.c.id <= last)
+                .group_by(t.logs.c.app)
+            ).all()
+        return {app: int(size or 0) for app, size in rows}, last
+
+    def trim_logs(self, app: str, free: int) -> int:
+        """Delete `app`'s oldest lines, at least `free` bytes of them; returns the bytes freed."""
+        freed, cutoff = 0, None
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(t.logs.c.id, sa.func.length(t.logs.c.text))
+                .where(t.logs.c.app == app)
+                .order_by(t.logs.c.id)
+                .execution_options(yield_per=1000)
+            )
+            for line_id, size in rows:
+                freed, cutoff = freed + int(size or 0), line_id
+                if freed >= free:
+                    break
+            rows.close()
+            if cutoff is not None:
+                conn.execute(t.logs.delete().where(t.logs.c.app == app, t.logs.c.id <= cutoff))
+        return freed
+
+    # -- metering -------------------------------------------------------------------------
+
+    def save_segments(self, rows: list[dict[str, Any]]) -> None:
+        """Insert new usage segments, update the ones already stored (by id)."""
+        with self.engine.begin() as conn:
+            for row in rows:
+                table = t.usage_segments
+                updated = conn.execute(
+                    table.update().where(table.c.id == row["id"]).values(**row)
+                ).rowcount
+                if not updated:
+                    conn.execute(table.insert().values(**row))
+
+    def close_open_segments(self) -> int:
+        """Segments a server that died left open end at their last checkpoint."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                t.usage_segments.update()
+                .where(t.usage_segments.c.open.is_(True))
+                .values(open=False)
+            ).rowcount
+
+    def segments(self, since: float) -> list[dict[str, Any]]:
+        """Usage segments that ended at `since` or later (open ones: their last checkpoint)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.usage_segments).where(t.usage_segments.c.ended_at >= since)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    def add_input_usage(self, rows: list[dict[str, Any]]) -> None:
+        """Add to the per-function, per-day input totals."""
+        table = t.input_usage
+        with self.engine.begin() as conn:
+            for row in rows:
+                key = [table.c[name] == row[name] for name in ("app", "function", "day")]
+                added = {name: getattr(table.c, name) + row[name] for name in INPUT_TOTALS}
+                if not conn.execute(table.update().where(*key).values(**added)).rowcount:
+                    conn.execute(table.insert().values(**row))
+
+    def input_usage(self, since_day: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.input_usage).where(t.input_usage.c.day >= since_day))
+            return [dict(r) for r in rows.mappings()]
+
+    # -- budgets --------------------------------------------------------------------------
+
+    def set_budget(self, scope: str, monthly_usd: float) -> None:
+        table, now = t.budgets, time.time()
+        with self.engine.begin() as conn:
+            values = {"monthly_usd": monthly_usd, "updated_at": now}
+            if not conn.execute(
+                table.update().where(table.c.scope == scope).values(**values)
+            ).rowcount:
+                conn.execute(table.insert().values(scope=scope, **values))
+
+    def delete_budget(self, scope: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(t.budgets.delete().where(t.budgets.c.scope == scope)).rowcount > 0
+
+    def budgets(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.budgets.c.scope, t.budgets.c.monthly_usd)).all()
+        return {scope: usd for scope, usd in rows}
+
+    def claim_alert(self, scope: str, month: str, level: int) -> bool:
+        """Record that this alert goes out; False if it went out already (it goes out once)."""
+        table = t.budget_alerts
+        with self.engine.begin() as conn:
+            sent = conn.execute(
+                sa.select(table.c.level).where(
+                    table.c.scope == scope, table.c.month == month, table.c.level == level
+                )
+            ).first()
+            if sent is None:
+                row = {"scope": scope, "month": month, "level": level, "sent_at": time.time()}
+                conn.execute(table.insert().values(**row))
+        return sent is None

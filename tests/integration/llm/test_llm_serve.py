@@ -16,8 +16,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer, alive, descendants, free_port
-from tests.integration.helpers import ember_cli
+from ember import wire
+from tests.conftest import RunningServer, alive, descendants, free_port, wait_until
+from tests.integration.helpers import app_info, ember_cli
 
 pytestmark = pytest.mark.llm
 
@@ -184,21 +185,43 @@ def test_the_key_is_required(endpoint: Endpoint) -> None:
         wrong.models.list()
 
 
-def test_metrics_and_sleep(endpoint: Endpoint) -> None:
+def test_metrics_and_no_public_sleep(endpoint: Endpoint) -> None:
     root = endpoint.base_url.removesuffix("/v1")
     headers = {"Authorization": f"Bearer {endpoint.api_key}"}
     endpoint.client().chat.completions.create(model=endpoint.model, messages=QUESTION, max_tokens=4)  # type: ignore[arg-type]
     metrics = httpx.get(root + "/metrics", headers=headers).text
     assert "ember_llm_time_to_first_token_seconds_count" in metrics
     assert "ember_llm_generation_tokens_total" in metrics
+    # Only the platform puts the engine to sleep (it parks the replica); a key holder cannot.
+    assert httpx.post(root + "/sleep", headers=headers, timeout=60).status_code == 404
 
-    assert httpx.post(root + "/sleep", headers=headers, timeout=60).json() == {"is_sleeping": True}
-    assert httpx.get(root + "/is_sleeping", headers=headers).json() == {"is_sleeping": True}
-    reply = endpoint.client().chat.completions.create(
-        model=endpoint.model, messages=QUESTION, temperature=0
-    )  # type: ignore[arg-type]
-    assert "Paris" in (reply.choices[0].message.content or "")  # a request wakes it
-    assert httpx.get(root + "/is_sleeping", headers=headers).json() == {"is_sleeping": False}
+
+def test_an_idle_replica_parks_and_the_next_request_wakes_it(
+    server: RunningServer, model_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("service:\n  scaledown_window: 1\n  gpu_snapshot: true\n")
+    result = ember_cli(
+        "llm", "serve", str(model_dir), "--name", "parks", "--config", str(config), "--json",
+        env=server.env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    with served.client() as client:
+        ask = lambda: client.chat.completions.create(  # noqa: E731
+            model=served.model, messages=QUESTION, temperature=0
+        )  # type: ignore[arg-type]
+        first = ask().choices[0].message.content
+        wait_until(lambda: llm_function("parks").replicas == {"parked": 1}, timeout=120)
+        assert ask().choices[0].message.content == first  # woken: the same answer
+    function = llm_function("parks")
+    assert function.replicas == {"ready": 1}
+    assert function.cold_start is not None and function.cold_start.tier == "restore"
+    assert "wake" in function.cold_start.phases
+
+
+def llm_function(app: str) -> wire.FunctionInfo:
+    return next(f for f in app_info(app).functions if f.name == "Server")
 
 
 def test_against_a_running_server_it_deploys_and_returns(
@@ -245,7 +268,9 @@ def test_a_model_kept_in_a_volume(server: RunningServer, model_dir: Path) -> Non
     served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
     assert served.model == "smol"
     reply = served.client().chat.completions.create(
-        model="smol", messages=QUESTION, temperature=0  # type: ignore[arg-type]
+        model="smol",
+        messages=QUESTION,
+        temperature=0,  # type: ignore[arg-type]
     )
     assert "Paris" in (reply.choices[0].message.content or "")
 
