@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ember import wire
-from tests.conftest import BACKEND, RunningServer, wait_until
+from tests.conftest import BACKEND, RunningServer, descendants, wait_until
 from tests.integration.helpers import app_info, ember_cli, load
 
 templates_here = pytest.mark.skipif(
@@ -96,17 +96,19 @@ def test_redeploys_rebuild_templates_and_stopping_the_app_stops_them(
     server: RunningServer, snapshots, marks: Path
 ) -> None:  # type: ignore[no-untyped-def]
     wait_until(lambda: function("Forked").snapshot == "ready", timeout=60)
-    first = template_processes()
+    first = template_processes(server)
     assert first
     snapshots.app.deploy()
     wait_until(
         lambda: app_info("snapshots").version == 2 and function("Forked").snapshot == "ready",
         timeout=60,
     )
-    wait_until(lambda: not (set(first) & set(template_processes())), timeout=60)  # old ones gone
+    wait_until(
+        lambda: not (set(first) & set(template_processes(server))), timeout=60
+    )  # old ones gone
     assert lines(marks).count("snap") == 2
     assert ember_cli("app", "stop", "snapshots", env=server.env()).returncode == 0
-    wait_until(lambda: not template_processes(), timeout=60)
+    wait_until(lambda: not template_processes(server), timeout=60)
 
 
 def test_an_idle_replica_parks_and_a_call_restores_it(snapshots, marks: Path) -> None:  # type: ignore[no-untyped-def]
@@ -131,10 +133,12 @@ def test_a_failed_restore_is_served_by_a_fresh_replica(snapshots, marks: Path) -
     assert function("Parks").cold_start.tier == "fresh"  # type: ignore[union-attr]
 
 
-def template_processes() -> list[int]:
-    """Host pids of template processes (not their sandboxes, not the replicas they forked)."""
+def template_processes(server: RunningServer) -> list[int]:
+    """Host pids of the server's template processes (not their sandboxes, not the replicas they
+    forked; not other servers' on this machine)."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for pid in descendants(server.process.pid):
+        entry = Path(f"/proc/{pid}")
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             environ = (entry / "environ").read_bytes()
