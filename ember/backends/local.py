@@ -2,7 +2,8 @@
 
 Replicas run in a sandbox (sandbox.py: own network and PID namespaces) where the host allows it,
 else as plain processes in their own session. Each gets a listening socket on the host's
-loopback, made here and inherited, a status pipe on which it reports ready or failed, and an
+loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts this backend on each
+node), made here and inherited, a status pipe on which it reports ready or failed, and an
 environment built from nothing but BASE_ENV, the image's env, its secrets and its assignment:
 nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
 """
@@ -115,8 +116,9 @@ class LocalBackend:
         run_dir: Path,
         sandbox: Sandbox | None,
         isolation_missing: str | None,
+        host: str = "127.0.0.1",
     ) -> None:
-        self._gpus, self._base_env = tuple(gpus), dict(base_env)
+        self._gpus, self._base_env, self._host = tuple(gpus), dict(base_env), host
         self._server_ports, self._run_dir = tuple(server_ports), run_dir
         self._sandbox, self._isolation_missing = sandbox, isolation_missing
         self._replicas: set[LocalReplica] = set()
@@ -160,7 +162,7 @@ class LocalBackend:
     async def fork_replica(self, template: Template, launch: ReplicaLaunch) -> LocalReplica:
         """A replica forked from `template`, in the template's sandbox."""
         assert isinstance(template, LocalTemplate)
-        listener = _listener()
+        listener = _listener(self._host)
         port = listener.getsockname()[1]
         status_r, status_w = os.pipe()
         log_r, log_w = os.pipe()
@@ -190,6 +192,7 @@ class LocalBackend:
             log_pump=asyncio.ensure_future(pump_logs(logs, launch.on_log)),
             tier="fork",
             record=_record(self._run_dir, assignment.replica_id),  # its children carry its id
+            host=self._host,
         )
         self._replicas.add(replica)
         return replica
@@ -232,7 +235,7 @@ class LocalBackend:
         self, launch: ReplicaLaunch, module: str, control_fd: int = -1
     ) -> LocalReplica:
         """`python -m MODULE` with the launch's spec and assignment, in a sandbox if we can."""
-        listener = _listener()
+        listener = _listener(self._host)
         status_r, status_w = os.pipe()
         status, status_pipe = await _reader(status_r)
         go_r, go_w = os.pipe() if self._sandbox else (-1, -1)
@@ -284,7 +287,7 @@ class LocalBackend:
             init = await read_child_pid(info_r)
         finally:
             os.close(info_r)
-        forwards = {_free_port(): web.port} if web and web.port else {}
+        forwards = {_free_port(self._host): web.port} if web and web.port else {}
         replica = self._replica(launch, process, init, port, next(iter(forwards), None), status)
         replica.sandbox = init
         try:
@@ -304,7 +307,9 @@ class LocalBackend:
         assert replica.sandbox is not None
         replica.pid = only_child(replica.sandbox)
         try:
-            pasta = await self._sandbox.connect(replica.sandbox, forwards, self._server_ports)
+            pasta = await self._sandbox.connect(
+                replica.sandbox, forwards, self._server_ports, self._host
+            )
         except (SandboxError, OSError) as exc:
             raise ReplicaStartFailed(f"could not network the replica's sandbox: {exc}") from exc
         replica.network, replica.network_log = pasta, _pump_pasta(pasta, replica.on_log)
@@ -331,6 +336,7 @@ class LocalBackend:
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(process.stdout, launch.on_log)),
             record=_record(self._run_dir, launch.assignment.replica_id),
+            host=self._host,
         )
 
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
@@ -394,9 +400,10 @@ def _identity(assignment: wire.ReplicaAssignment) -> dict[str, str]:
     }
 
 
-def _listener() -> socket.socket:
-    """The replica's own listening socket, on the host's loopback (inherited by the replica)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+def _listener(host: str) -> socket.socket:
+    """The replica's own listening socket on `host` (the loopback, or a Ray node's address),
+    inherited by the replica."""
+    listener = socket.create_server((host, 0), backlog=1024)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return listener
 
@@ -429,9 +436,9 @@ def only_child(pid: int) -> int:
     return int(children[0])
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 

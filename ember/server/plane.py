@@ -19,6 +19,7 @@ from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
 from ember.resources import Resources
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.volume_storage import storage_for
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
@@ -58,6 +59,23 @@ def local_backend(settings: ServerSettings) -> LocalBackend:
     )
 
 
+def ray_backend(settings: ServerSettings) -> Backend:
+    """Replicas as actors on the Ray cluster at `--ray-address` (RayUnavailable if none)."""
+    from ember.backends.ray import RayBackend  # imports Ray only when it is asked for
+
+    return RayBackend(
+        settings.ray_address,
+        node_dir=settings.ray_node_dir,
+        server_ports=[settings.port],
+        sandbox=settings.sandbox,
+        ca_cert=settings.tls_cert,
+    )
+
+
+def make_backend(settings: ServerSettings) -> Backend:
+    return ray_backend(settings) if settings.backend == "ray" else local_backend(settings)
+
+
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -66,10 +84,11 @@ class ControlPlane:
         self.store = SqlStore(settings.db_url, blobs=self.secrets)
         self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
-        self.volumes = Volumes(self.store, settings.volumes_dir)
+        storage = storage_for(settings.volume_storage, settings.volumes_dir)
+        self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
         self.logs = LogSink(self.store)
         self.replica_tokens = ReplicaTokens(self.store)
-        backend = backend or local_backend(settings)
+        backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
         self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)
