@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.postgres import PostgresCluster, skip_without_postgres
+
 APPS = Path(__file__).parent / "apps"
 
 
@@ -152,3 +154,27 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session (started on first need)."""
+    cluster = PostgresCluster(skip_without_postgres(), free_port())
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh database on the session's PostgreSQL cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store database in each dialect: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ember.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

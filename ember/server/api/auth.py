@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fastapi import Request
 
 from ember import wire
@@ -18,22 +21,31 @@ from ember.server.plane import ControlPlane
 from ember.server.store.sql import TokenRecord, hash_token
 
 API_TOKEN_KINDS = ("admin", "replica")
+TOKEN_CACHE_TTL = 2.0  # seconds a verified token is trusted before the store is asked again
 REPLICA_REACH = "a replica's token reaches only its own app's functions and calls, and its volumes"
 
 
 class TokenCache:
-    """Verified tokens by hash, so the hot call path skips the store; cleared on revoke."""
+    """Verified tokens by hash, so the hot call path skips the store; cleared on revoke here, and
+    each entry expires after `ttl` seconds, so a revocation on another server sharing the
+    database is refused here within that time."""
 
-    def __init__(self) -> None:
-        self._valid: dict[str, TokenRecord] = {}
+    def __init__(
+        self, ttl: float = TOKEN_CACHE_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._valid: dict[str, tuple[TokenRecord, float]] = {}  # hash -> (record, expiry)
 
     def verify(self, plane: ControlPlane, token: str) -> TokenRecord | None:
-        key = hash_token(token)
-        record = self._valid.get(key)
+        key, now = hash_token(token), self._clock()
+        cached = self._valid.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        record = plane.store.verify_token(token)
         if record is None:
-            record = plane.store.verify_token(token)
-            if record is not None:
-                self._valid[key] = record
+            self._valid.pop(key, None)
+        else:
+            self._valid[key] = (record, now + self._ttl)
         return record
 
     def clear(self) -> None:
