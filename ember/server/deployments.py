@@ -16,7 +16,7 @@ from ember.server.errors import ApiError
 from ember.server.home import write_private
 from ember.server.pools import Pool, PoolKey, PoolRegistry
 from ember.server.replicas.placement import Unplaceable
-from ember.server.store.sql import SqlStore
+from ember.server.store.sql import AppRecord, SqlStore
 from ember.spec_checks import SpecError, check_deploy_request
 
 log = logging.getLogger("ember.server")
@@ -67,15 +67,42 @@ class Deployments:
             if record.ephemeral:
                 self._forget(record.name)
             elif record.state == "deployed":
-                request = self._store.app_version(record.name, record.version)
-                source_dir = (
-                    self._apps_dir / record.name / f"v{record.version}" if request.files else None
+                self._adopt(record)
+
+    def _adopt(self, record: AppRecord) -> Deployment:
+        """Serve the version the store records: one deployed before this process started, or by
+        another server on the same database (its sources are then written into this home)."""
+        request = self._store.app_version(record.name, record.version)
+        source_dir = None
+        if request.files:
+            source_dir = self._apps_dir / record.name / f"v{record.version}"
+            if not source_dir.exists():
+                source_dir.mkdir(parents=True, mode=0o700)
+                _write_sources(source_dir, request.files)
+        deployment = self._placed(record.name, record.version, request, source_dir)
+        for reason in deployment.unplaceable.values():
+            log.error("app %s: %s", record.name, reason)
+        self._current[record.name] = deployment
+        self._pools.retire(record.name, keep_version=record.version)
+        self._warm(deployment)
+        return deployment
+
+    def follow(self) -> None:
+        """Catch up with deploys and stops made through other servers on the same database."""
+        records = {r.name: r for r in self._store.list_apps() if not r.ephemeral}
+        for name, record in records.items():
+            mine = self._current.get(name)
+            if record.state == "deployed" and (mine is None or mine.version < record.version):
+                log.info(
+                    "app %s: serving v%d, deployed through another server", name, record.version
                 )
-                deployment = self._placed(record.name, record.version, request, source_dir)
-                for reason in deployment.unplaceable.values():
-                    log.error("app %s: %s", record.name, reason)
-                self._current[record.name] = deployment
-                self._warm(deployment)
+                self._adopt(record)
+        for name, mine in list(self._current.items()):
+            stored = records.get(name)
+            if not mine.request.ephemeral and (stored is None or stored.state != "deployed"):
+                log.info("app %s: stopped through another server", name)
+                self._current.pop(name)
+                self._pools.retire(name)
 
     def validate(self, request: wire.DeployRequest) -> None:
         """Everything that can be refused cheaply, before any image is built: the SDK's own

@@ -43,6 +43,7 @@ from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
+FOLLOW_INTERVAL = 2.0  # seconds between looks at the store for other servers' deploys and stops
 
 
 def local_backend(settings: ServerSettings) -> LocalBackend:
@@ -68,7 +69,7 @@ class ControlPlane:
         self.images = ImageBuilder(settings.home / "images")
         self.volumes = Volumes(self.store, settings.volumes_dir)
         self.logs = LogSink(self.store)
-        self.replica_tokens = ReplicaTokens(self.store)
+        self.replica_tokens = ReplicaTokens(self.store, settings.url)
         backend = backend or local_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
@@ -215,8 +216,20 @@ class ControlPlane:
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            asyncio.ensure_future(self._follow_deployments()),
             *self.observability.start(),
         ]
+
+    async def _follow_deployments(self) -> None:
+        """Servers sharing one database serve the same apps: what is deployed or stopped through
+        another reaches this one within FOLLOW_INTERVAL (while the database is down, what this
+        server has in memory goes on serving)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                self.deployments.follow()
+            except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
+                log.warning("could not read deployments from the store: %s", exc)
 
     def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""

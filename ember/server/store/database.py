@@ -35,8 +35,7 @@ def open_engine(url: str) -> Engine:
         engine = sa.create_engine(parsed, **_engine_options(parsed))
     except ModuleNotFoundError as missing:
         raise StoreUnavailable(
-            f"{shown_url(parsed)} needs the {missing.name} package: "
-            "pip install 'ember[postgres]'"
+            f"{shown_url(parsed)} needs the {missing.name} package: pip install 'ember[postgres]'"
         ) from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _enable_sqlite_wal)

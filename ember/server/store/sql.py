@@ -162,12 +162,14 @@ class SqlStore:
             )
         return result.rowcount > 0
 
-    def revoke_tokens(self, kind: str) -> None:
-        """Revoke every live token of `kind`."""
+    def revoke_tokens(self, kind: str, name: str) -> None:
+        """Revoke every live token of `kind` called `name`."""
         with self.engine.begin() as conn:
             conn.execute(
                 t.tokens.update()
-                .where(t.tokens.c.kind == kind, t.tokens.c.revoked.is_(False))
+                .where(
+                    t.tokens.c.kind == kind, t.tokens.c.name == name, t.tokens.c.revoked.is_(False)
+                )
                 .values(revoked=True)
             )
 
