@@ -160,9 +160,11 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """One PostgreSQL cluster for the session (started on first need)."""
     cluster = PostgresCluster(skip_without_postgres(), free_port())
+    cluster.create()
     cluster.start()
     yield cluster
     cluster.stop()
+    cluster.remove()
 
 
 @pytest.fixture

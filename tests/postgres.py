@@ -42,16 +42,21 @@ class PostgresCluster:
             command = ["runuser", "-u", USER, "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
-    def start(self) -> None:
+    def create(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.root, USER)
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8")
+
+    def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l",
                   str(self.root / "log"), "start")  # fmt: skip
 
     def stop(self) -> None:
+        """Stop the server, keeping its data (start() brings it back)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = USER) -> str:

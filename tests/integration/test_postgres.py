@@ -1,5 +1,6 @@
-"""Two `ember server` processes on one PostgreSQL database (a throwaway cluster): an app deployed
-through one is served by both, a key revoked on one is refused by the other within seconds; and a
+"""`ember server` on PostgreSQL (a throwaway cluster): two servers on one database serve an app
+deployed through either, a key revoked on one is refused by the other within seconds; deployed
+apps go on serving while the database is down and changes fail cleanly until it is back; a
 database that cannot be reached stops the server at start with a clear error."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import RunningServer, free_port, start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load
+from tests.postgres import PostgresCluster, skip_without_postgres
 
 
 @pytest.fixture
@@ -59,6 +61,40 @@ def test_an_app_deployed_through_one_server_is_served_by_both(two_servers) -> No
     stop = ember_cli("app", "stop", "web", env=first.env())
     assert stop.returncode == 0, stop.stderr
     wait_until(lambda: _square(second, kept["token"], 1).status_code == 404)
+
+
+def test_deployed_apps_go_on_serving_while_the_database_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = PostgresCluster(skip_without_postgres(), free_port())  # its own, to stop and start
+    cluster.create()
+    cluster.start()
+    server = start_server(
+        tmp_path / "home", extra_env={"EMBER_DATABASE_URL": cluster.new_database()}
+    )
+    try:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        load("web").app.deploy()
+        key = cli_json("key", "create", "--app", "web", env=server.env())
+        assert _square(server, key["token"], 3).json() == {"square": 9}
+
+        cluster.stop()
+        assert _square(server, key["token"], 4).json() == {"square": 16}
+        refused = ember_cli("key", "create", "--app", "web", env=server.env())
+        assert refused.returncode != 0
+        assert "the database is unreachable" in refused.stderr + refused.stdout
+
+        cluster.start()  # it recovers once the database is back
+        wait_until(
+            lambda: ember_cli("key", "create", "--app", "web", env=server.env()).returncode == 0
+        )
+        assert _square(server, key["token"], 5).json() == {"square": 25}
+    finally:
+        leftovers = server.stop()
+        cluster.stop()
+        cluster.remove()
+    assert not leftovers, f"replica processes outlived the server: {leftovers}"
 
 
 def test_an_unreachable_database_stops_the_server_at_start(tmp_path: Path) -> None:

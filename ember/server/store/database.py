@@ -18,8 +18,19 @@ POSTGRES_DRIVER = "postgresql+psycopg"
 CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL at start before saying it is unreachable
 
 
+# What a query raises while the database is unreachable (a restart, the network): the API
+# answers 503 (ember/server/app.py), deployed apps go on serving from memory.
+DatabaseDown = sa.exc.OperationalError
+
+
 class StoreUnavailable(RuntimeError):
     """The database cannot be opened: unreachable, refused, or its driver is missing."""
+
+
+def reason(error: sa.exc.DBAPIError) -> str:
+    """The driver's own first line ("connection refused"), without SQLAlchemy's dump of the
+    statement."""
+    return str(error.orig or error).strip().splitlines()[0]
 
 
 def shown_url(url: str | URL) -> str:
@@ -41,11 +52,10 @@ def open_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _enable_sqlite_wal)
     try:
         upgrade(engine)
-    except sa.exc.OperationalError as error:
+    except DatabaseDown as error:
         engine.dispose()
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise StoreUnavailable(
-            f"cannot open the database {shown_url(parsed)}: {reason}. Check that the server is "
+            f"cannot open the database {shown_url(parsed)}: {reason(error)}. Check that it is "
             "running and the URL (--database-url or EMBER_DATABASE_URL) is right."
         ) from None
     return engine
