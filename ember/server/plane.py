@@ -203,8 +203,8 @@ class ControlPlane:
     async def start(self) -> None:
         self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
-        self.deployments.load()
-        for deployment in self.deployments.all():
+        self.deployments.forget_ephemeral()
+        for deployment in await self.deployments.follow(self.build_images):
             self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
@@ -227,7 +227,8 @@ class ControlPlane:
         while True:
             await asyncio.sleep(FOLLOW_INTERVAL)
             try:
-                self.deployments.follow()
+                for deployment in await self.deployments.follow(self.build_images):
+                    self.prepare_templates(deployment)
             except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
                 log.warning("could not read deployments from the store: %s", exc)
 

@@ -3,6 +3,7 @@ database made before migrations existed is brought up to date with its rows kept
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +26,15 @@ def test_the_migrations_build_the_tables_of_tables_py(database_url: str) -> None
         assert current(conn) == head()
     store.close()
     SqlStore(database_url).close()  # a second start finds nothing to do
+
+
+def test_servers_starting_together_migrate_once(postgres_url: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: SqlStore(postgres_url), range(4)))
+    stores[0].create_token("t", kind="admin")
+    assert len(stores[3].list_tokens(["admin"])) == 1
+    for store in stores:
+        store.close()
 
 
 def test_a_database_from_before_migrations_keeps_its_rows(tmp_path: Path) -> None:

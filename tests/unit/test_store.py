@@ -3,6 +3,7 @@ one database can race on is written once and counted right; an unreachable datab
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -107,6 +108,12 @@ def test_logs_are_read_filtered_and_trimmed(stores: list[SqlStore]) -> None:
     assert sizes == {"a": 100}
     assert stores[2].trim_logs("a", 30) == 30
     assert [line.ts for line in stores[0].read_logs("a")] == [float(i) for i in range(3, 10)]
+
+
+def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if `ember[postgres]` were not installed
+    with pytest.raises(StoreUnavailable, match=r"psycopg package: pip install 'ember\[postgres\]'"):
+        SqlStore("postgresql://ember@127.0.0.1/ember")
 
 
 def test_an_unreachable_database_is_named_without_its_password() -> None:
