@@ -52,6 +52,10 @@ def test_an_app_deployed_through_one_server_is_served_by_both(two_servers) -> No
     assert served.json() == {"square": 25}
     apps = cli_json("app", "list", env=second.env())
     assert [app["name"] for app in apps] == ["web"]
+    hello = load("hello")  # calls and spawned calls (their blobs encrypted) on PostgreSQL
+    hello.app.deploy()
+    assert hello.square.remote(6) == 36
+    assert hello.square.spawn(7).get(timeout=60) == 49
 
     kept = cli_json("key", "create", "--app", "web", env=first.env())
     revoke = ember_cli("key", "revoke", key["id"], env=first.env())
