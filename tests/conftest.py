@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.postgres import PostgresCluster, skip_without_postgres
+
 APPS = Path(__file__).parent / "apps"
 # The backend that the `server` fixture's servers use: "local", or "ray" (a Ray cluster of three
 # nodes on this machine, started once per session: tests/ray_cluster.py).
@@ -198,3 +200,29 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session (started on first need)."""
+    cluster = PostgresCluster(skip_without_postgres(), free_port())
+    cluster.create()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    cluster.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh database on the session's PostgreSQL cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store database in each dialect: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ember.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

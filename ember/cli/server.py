@@ -29,6 +29,7 @@ from ember.server.metering.prices import PriceError, PriceTable
 from ember.server.replicas.placement import describe_gpus
 from ember.server.settings import ServerSettings
 from ember.server.shutdown import BoundedServer, InFlight
+from ember.server.store.database import StoreUnavailable
 from ember.server.store.sql import SqlStore
 from ember.server.tls import self_signed
 
@@ -40,7 +41,12 @@ def server(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
     home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
-    database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
+    database_url: str = typer.Option(
+        None,
+        envvar="EMBER_DATABASE_URL",
+        help="postgresql://user:password@host/db, or any SQLAlchemy URL (default: SQLite in the "
+        "home). Servers on one PostgreSQL database serve the same apps.",
+    ),
     domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
     tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
     tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
@@ -165,7 +171,7 @@ def server(
         gateway = create_app(settings)
     except GpuFlagError as exc:
         raise typer.BadParameter(str(exc)) from None
-    except RayUnavailable as exc:
+    except (RayUnavailable, StoreUnavailable) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")

@@ -44,6 +44,7 @@ from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
+FOLLOW_INTERVAL = 2.0  # seconds between looks at the store for other servers' deploys and stops
 
 
 def local_backend(settings: ServerSettings) -> LocalBackend:
@@ -87,7 +88,7 @@ class ControlPlane:
         storage = storage_for(settings.volume_storage, settings.volumes_dir)
         self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
         self.logs = LogSink(self.store)
-        self.replica_tokens = ReplicaTokens(self.store)
+        self.replica_tokens = ReplicaTokens(self.store, settings.url)
         backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
@@ -221,8 +222,8 @@ class ControlPlane:
     async def start(self) -> None:
         self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
-        self.deployments.load()
-        for deployment in self.deployments.all():
+        self.deployments.forget_ephemeral()
+        for deployment in await self.deployments.follow(self.build_images):
             self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
@@ -234,8 +235,21 @@ class ControlPlane:
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            asyncio.ensure_future(self._follow_deployments()),
             *self.observability.start(),
         ]
+
+    async def _follow_deployments(self) -> None:
+        """Servers sharing one database serve the same apps: what is deployed or stopped through
+        another reaches this one within FOLLOW_INTERVAL (while the database is down, what this
+        server has in memory goes on serving)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                for deployment in await self.deployments.follow(self.build_images):
+                    self.prepare_templates(deployment)
+            except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
+                log.warning("could not read deployments from the store: %s", exc)
 
     def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""
