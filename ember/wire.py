@@ -202,6 +202,47 @@ class LogLine(BaseModel):
     text: str
 
 
+UsageGrouping = Literal["app", "function", "day"]
+
+
+class UsageRow(BaseModel):
+    """Metered usage of one group (an app, a function or a UTC day) over a report's period."""
+
+    app: str | None = None
+    function: str | None = None
+    day: str | None = None  # YYYY-MM-DD, UTC
+    replica_seconds: float = 0.0  # every billed state: starting, ready, draining, parked, ...
+    seconds_by_state: dict[str, float] = Field(default_factory=dict)
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    inputs: int = 0  # inputs and web requests run (counted per UTC day)
+    input_gpu_seconds: float = 0.0  # their time on a replica x the GPUs it held
+    input_gpu_cost_usd: float = 0.0
+    cost_per_input_usd: float | None = None  # cost_usd / inputs
+
+
+class UsageReport(BaseModel):
+    since: float  # Unix time
+    until: float
+    by: UsageGrouping
+    rows: list[UsageRow] = Field(default_factory=list)
+    total: UsageRow = Field(default_factory=UsageRow)
+    prices: dict[str, object] = Field(default_factory=dict)  # USD per second
+
+
+class BudgetSet(BaseModel):
+    monthly_usd: float
+
+
+class BudgetInfo(BaseModel):
+    """A monthly budget ("*": the whole server) and what was spent against it this UTC month."""
+
+    scope: str
+    monthly_usd: float
+    spent_usd: float = 0.0
+    state: Literal["ok", "warning", "exceeded"] = "ok"  # warning: 80 % or more
+
+
 class SpawnResponse(BaseModel):
     call_id: str
 
@@ -295,6 +336,8 @@ class ReplicaSpec(BaseModel):
     graceful_shutdown: float = 30.0
     ca_cert: str | None = None  # to verify the server's certificate on nested calls
     volume_root: str | None = None  # where the server keeps volumes; mounts: function.volumes
+    volume_storage: str = "local"  # its driver: "local" or "shared" (runtime/volume_storage.py)
+    volume_scratch: str | None = None  # working copies on the node's disk (shared storage)
 
 
 class ReplicaAssignment(BaseModel):

@@ -73,15 +73,20 @@ class Sandbox:
         ]  # fmt: skip
 
     async def connect(
-        self, child_pid: int, forwards: dict[int, int], outbound_ports: Sequence[int]
+        self,
+        child_pid: int,
+        forwards: dict[int, int],
+        outbound_ports: Sequence[int],
+        address: str = "127.0.0.1",
     ) -> asyncio.subprocess.Process:
         """Start pasta for the sandbox of `child_pid`; returns once its network is up.
 
-        `forwards` maps host loopback ports to ports inside; `outbound_ports` are host loopback
-        ports the replica reaches at the same numbers on its own loopback. The caller reads
-        pasta's stderr and stops pasta when the replica is gone (it does not notice by itself).
+        `forwards` maps host ports on `address` (the loopback, or a Ray node's address) to ports
+        inside; `outbound_ports` are host loopback ports the replica reaches at the same numbers
+        on its own loopback. The caller reads pasta's stderr and stops pasta when the replica is
+        gone (it does not notice by itself).
         """
-        inbound = ",".join(f"127.0.0.1/{host}:{inside}" for host, inside in forwards.items())
+        inbound = ",".join(f"{address}/{host}:{inside}" for host, inside in forwards.items())
         outbound = ",".join(str(port) for port in outbound_ports)
         with tempfile.TemporaryDirectory(prefix="ember-pasta-") as scratch:
             ready = Path(scratch) / "ready"

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ember import wire
 from ember.cli.output import console, friendly_errors, print_json
+from ember.cli.times import parse_since
 from ember.sdk.client import Client
 from ember.sdk.synchronizer import run_sync
 
@@ -78,12 +79,19 @@ def stop(name: str) -> None:
 @cli.command("logs")
 @friendly_errors
 def logs(
-    name: str, follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines.")
+    name: str,
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    function: str = typer.Option(None, "--function", help="Only this function's lines."),
+    since: str = typer.Option(None, help="From when: an age (10m, 2h) or a time (2026-11-01)."),
+    replica: str = typer.Option(None, help="Only this replica's lines (its id, or its start)."),
 ) -> None:
     """Print an app's logs (replica output and platform events)."""
     after = 0
+    filters = {"function": function, "replica": replica,
+               "since": parse_since(since) if since else None}  # fmt: skip
+    filters = {k: v for k, v in filters.items() if v is not None}
     while True:
-        for line in _get(f"/api/v1/apps/{name}/logs", after=after):  # type: ignore[attr-defined]
+        for line in _get(f"/api/v1/apps/{name}/logs", after=after, **filters):  # type: ignore[attr-defined]
             entry = wire.LogLine.model_validate(line)
             after = entry.id
             typer.echo(f"{_when(entry.ts)} {entry.function} {entry.replica} {entry.text}")

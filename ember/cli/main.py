@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from ember.cli import apps, images, keys, llm, run, secrets, server, tokens, volumes
+from ember.cli import (
+    apps,
+    budget,
+    images,
+    keys,
+    llm,
+    run,
+    secrets,
+    server,
+    tokens,
+    usage,
+    volumes,
+)
 
 cli = typer.Typer(
     help="Ember: serverless GPU apps on your own machines.",
@@ -24,6 +36,8 @@ cli.add_typer(secrets.cli, name="secret")
 cli.add_typer(images.cli, name="image")
 cli.add_typer(volumes.cli, name="volume")
 cli.add_typer(llm.cli, name="llm")
+cli.command("usage")(usage.usage)
+cli.add_typer(budget.cli, name="budget")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Any, cast
 import ember
 from ember.llm.config import LLMConfig
 from ember.llm.engines.base import Engine, TokenEngine
+from ember.runtime.metrics import provide_metrics
 
 config = LLMConfig.from_env()
 image = ember.Image.debian_slim().env(config.to_env())
@@ -43,7 +44,7 @@ volumes = {model_volume[1]: ember.Volume.from_name(model_volume[0])} if model_vo
     timeout=3600,
     scaledown_window=config.service.scaledown_window,
     min_containers=config.service.min_containers,
-    enable_memory_snapshot=config.service.memory_snapshot,
+    enable_memory_snapshot=config.forks,
     gpu_snapshot=config.parks,
 )
 @ember.concurrent(max_inputs=config.service.max_concurrent_requests)
@@ -66,6 +67,12 @@ class Server:
     @ember.enter()
     def start(self) -> None:
         self.engine.start()
+        # The engine's TTFT, tokens and queues, collected and re-exported by the server.
+        provide_metrics(
+            f"{cast(Any, self.engine).url}/metrics"  # vllm serve's own
+            if config.engine == "vllm"
+            else cast(TokenEngine, self.engine).metrics_text
+        )
 
     @endpoint()
     def serve(self) -> Any:

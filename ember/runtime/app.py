@@ -5,6 +5,8 @@ is done, so the server can hold every input to its own `timeout` and keep what f
 `/__ember/health` answers 503 while enter hooks run, and for a `web_server` also checks that the
 user's server still listens. `/__ember/park` and `/__ember/restore` run the `@before_park` and
 `@after_restore` hooks (the platform parks replicas; user code cannot be reached there).
+`/__ember/metrics` serves what the user's code registered with
+`ember.runtime.metrics.provide_metrics` (204: nothing).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs
 
 from ember import wire
 from ember.runtime import phases
+from ember.runtime.metrics import read_metrics
 from ember.runtime.user_code import UserCode
 from ember.runtime.web import build_web_app, port_open, wait_for_port
 from ember.sdk.serialization import deserialize, error_frame, ok_frame
@@ -68,6 +71,8 @@ class ReplicaApp:
             await _respond(send, 200 if healthy else 503, b"ok" if healthy else b"not ready")
         elif route in ("park", "restore") and scope["method"] == "POST":
             await self._park_or_restore(send, route)
+        elif route == "metrics":
+            await self._serve_metrics(send)
         elif route == "inputs" and scope["method"] == "POST":
             inputs = wire.unpack_frames(await _read_body(receive))
             method = parse_qs(scope.get("query_string", b"").decode()).get("method", [None])[0]
@@ -86,6 +91,18 @@ class ReplicaApp:
             return
         self.ready = route == "restore"
         await _respond(send, 200, b"%.4f" % (time.perf_counter() - start))
+
+    async def _serve_metrics(self, send: Any) -> None:
+        """The registered provider's Prometheus text; 204 without one (the server stops asking)."""
+        try:
+            text = await asyncio.to_thread(read_metrics)
+        except Exception as exc:  # noqa: BLE001 - the provider's failure, said to the server
+            await _respond(send, 500, f"metrics provider failed: {exc}".encode())
+            return
+        if text is None:
+            await _respond(send, 204, b"")
+        else:
+            await _respond(send, 200, text, "text/plain; version=0.0.4")
 
     async def _web_server_listens(self) -> bool:
         web = self.function.web

@@ -144,7 +144,7 @@ def become_replica(prepared: Prepared, request: wire.ForkRequest, fds: list[int]
     print(f"replica {assignment.replica_id} forked from the template", flush=True)
     code = 0
     try:
-        mounts = mount_volumes(spec.volume_root, assignment.replica_id, spec.function.volumes)
+        mounts = mount_volumes(spec, assignment.replica_id)
         asyncio.run(serve(prepared, assignment, mounts))
     except BaseException as exc:  # noqa: BLE001 - print, report, exit: the server replaces it
         traceback.print_exc()

@@ -55,6 +55,11 @@ class OutputExpiredError(TimeoutError, Error):
     """`FunctionCall.get(timeout=...)` ran out of time before the result was ready."""
 
 
+class BudgetExceededError(Error):
+    """The app's (or the server's) monthly budget is spent and the input needed a new replica
+    (`ember budget set` raises it)."""
+
+
 class ServerError(Error):
     """The control plane answered with an unexpected error."""
 
@@ -73,6 +78,7 @@ _BY_NAME: dict[str, type[Error]] = {
         DeserializationError,
         InputCancellation,
         OutputExpiredError,
+        BudgetExceededError,
         ServerError,
     )
 }

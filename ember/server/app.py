@@ -12,7 +12,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ember.backends.base import Backend
 from ember.runtime.volumes import VolumeError
-from ember.server.api import apps, calls, images, keys, secrets, tokens, volumes
+from ember.server.api import (
+    apps,
+    budgets,
+    calls,
+    dashboard,
+    images,
+    keys,
+    metrics,
+    secrets,
+    tokens,
+    usage,
+    volumes,
+)
 from ember.server.api.auth import TokenCache
 from ember.server.api.docs import add_docs
 from ember.server.errors import ApiError
@@ -20,6 +32,7 @@ from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
 from ember.server.scheduling.admission import Overloaded
 from ember.server.settings import ServerSettings
+from ember.server.store.database import DatabaseDown, reason
 from ember.server.volumes import as_api_error
 from ember.version import __version__
 
@@ -48,7 +61,8 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     add_docs(app)
     app.state.plane, app.state.tokens = plane, token_cache
     app.add_route(calls.RUN_INPUTS_PATH, calls.run_inputs, methods=["POST"])
-    for module in (apps, calls, tokens, keys, secrets, images, volumes):
+    parts = (apps, calls, tokens, keys, secrets, images, volumes, usage, budgets, metrics)
+    for module in (*parts, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", openapi_extra={"security": []})
@@ -68,6 +82,12 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     async def volume_error(_: Request, exc: VolumeError) -> JSONResponse:
         error = as_api_error(exc)
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(DatabaseDown)
+    async def database_down(_: Request, exc: DatabaseDown) -> JSONResponse:
+        message = f"the database is unreachable ({reason(exc)}); deployed apps go on serving"
+        error = ApiError(503, "Unavailable", message)
+        return JSONResponse(error.body(), status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -19,6 +19,7 @@ from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
 from ember.resources import Resources
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.volume_storage import storage_for
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
@@ -26,11 +27,12 @@ from ember.server.dispatch import Dispatcher
 from ember.server.errors import ApiError
 from ember.server.home import prepare_home
 from ember.server.logs import LogSink
+from ember.server.observability import Observability
 from ember.server.pools import Pool, PoolRegistry
 from ember.server.replicas.coldstarts import ColdStarts
 from ember.server.replicas.launch import Launcher
 from ember.server.replicas.placement import Inventory, resolve_resources
-from ember.server.replicas.state import Lifecycle
+from ember.server.replicas.state import Lifecycle, ReplicaState
 from ember.server.replicas.supervisor import Supervisor
 from ember.server.replicas.templates import Templates
 from ember.server.scheduler import Scheduler
@@ -42,6 +44,7 @@ from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
+FOLLOW_INTERVAL = 2.0  # seconds between looks at the store for other servers' deploys and stops
 
 
 def local_backend(settings: ServerSettings) -> LocalBackend:
@@ -57,6 +60,23 @@ def local_backend(settings: ServerSettings) -> LocalBackend:
     )
 
 
+def ray_backend(settings: ServerSettings) -> Backend:
+    """Replicas as actors on the Ray cluster at `--ray-address` (RayUnavailable if none)."""
+    from ember.backends.ray import RayBackend  # imports Ray only when it is asked for
+
+    return RayBackend(
+        settings.ray_address,
+        node_dir=settings.ray_node_dir,
+        server_ports=[settings.port],
+        sandbox=settings.sandbox,
+        ca_cert=settings.tls_cert,
+    )
+
+
+def make_backend(settings: ServerSettings) -> Backend:
+    return ray_backend(settings) if settings.backend == "ray" else local_backend(settings)
+
+
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -65,10 +85,11 @@ class ControlPlane:
         self.store = SqlStore(settings.db_url, blobs=self.secrets)
         self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
-        self.volumes = Volumes(self.store, settings.volumes_dir)
+        storage = storage_for(settings.volume_storage, settings.volumes_dir)
+        self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
         self.logs = LogSink(self.store)
-        self.replica_tokens = ReplicaTokens(self.store)
-        backend = backend or local_backend(settings)
+        self.replica_tokens = ReplicaTokens(self.store, settings.url)
+        backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
         self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)
@@ -90,8 +111,15 @@ class ControlPlane:
             self.store, settings.apps_dir, self.pools, self.put_secret, self.resources_of
         )
         self.cold_starts = ColdStarts(self.store, self.lifecycle)
-        answered = self.cold_starts.answered
-        self.dispatcher = Dispatcher(settings, self.supervisor, self.http, answered)
+        self.observability = Observability(
+            settings, self.store, self.pools, self.deployments, self.lifecycle, self.logs,
+            self.http, {gpu.index: gpu.type for gpu in self.capabilities.gpus},
+        )  # fmt: skip
+        self.meter, self.budgets = self.observability.meter, self.observability.budgets
+        self.metrics = self.observability.metrics
+        self.dispatcher = Dispatcher(
+            settings, self.supervisor, self.http, self.cold_starts.answered, self.metrics
+        )
         self.recorder = CallRecorder(self.store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
         self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
@@ -135,6 +163,8 @@ class ControlPlane:
         self.volumes.create_missing(request)
         deployment = self.deployments.deploy(request)
         self.prepare_templates(deployment)
+        names = ", ".join(f.name for f in request.functions)
+        log.info("deployed %s version %d (%s)", deployment.app, deployment.version, names)
         self.autoscaler.trigger()
         return deployment
 
@@ -162,7 +192,7 @@ class ControlPlane:
         return self.deployments.pool(self.deployments.current(app), function, params)
 
     def admit(self, principal: Principal, pool: Pool) -> None:
-        admit(principal, pool, self.settings.max_queued_requests)
+        admit(principal, pool, self.settings.max_queued_requests, self.budgets)
 
     async def call(
         self, principal: Principal, app: str, function: str, method: str | None, params: str,
@@ -192,8 +222,8 @@ class ControlPlane:
     async def start(self) -> None:
         self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
-        self.deployments.load()
-        for deployment in self.deployments.all():
+        self.deployments.forget_ephemeral()
+        for deployment in await self.deployments.follow(self.build_images):
             self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
@@ -205,7 +235,21 @@ class ControlPlane:
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            asyncio.ensure_future(self._follow_deployments()),
+            *self.observability.start(),
         ]
+
+    async def _follow_deployments(self) -> None:
+        """Servers sharing one database serve the same apps: what is deployed or stopped through
+        another reaches this one within FOLLOW_INTERVAL (while the database is down, what this
+        server has in memory goes on serving)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                for deployment in await self.deployments.follow(self.build_images):
+                    self.prepare_templates(deployment)
+            except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
+                log.warning("could not read deployments from the store: %s", exc)
 
     def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""
@@ -224,6 +268,10 @@ class ControlPlane:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.spawns.close()
         await self.supervisor.close()
+        for pool in self.pools:  # their processes are gone: every replica ends, metered
+            for replica in list(pool.replicas.values()):
+                self.lifecycle.move(replica, ReplicaState.STOPPED, "the server stopped")
+        await self.observability.stop()
         await self.logs.close()
         await self.recorder.close()
         await self.cold_starts.close()

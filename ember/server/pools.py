@@ -34,6 +34,7 @@ class Pool:
     startup_failures: int = 0
     next_start_at: float = 0.0  # back-off after a replica failed to start
     last_failure: str | None = None
+    starts_held: str | None = None  # why no replica may start now (a budget is spent)
 
     def new_replica_id(self) -> str:
         return f"r-{uuid.uuid4().hex[:10]}"
@@ -57,6 +58,10 @@ class PoolRegistry:
 
     def get(self, key: tuple[str, int, str, str]) -> Pool | None:
         return self._pools.get(PoolKey(*key))
+
+    def resources_of(self, key: tuple[str, int, str, str]) -> Resources | None:
+        pool = self.get(key)
+        return pool.resources if pool is not None else None
 
     def get_or_create(
         self,

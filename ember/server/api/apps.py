@@ -12,6 +12,7 @@ from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
 from ember.server.pools import PoolKey
+from ember.server.store.sql import LogFilter
 
 router = APIRouter(
     prefix="/api/v1/apps",
@@ -74,12 +75,16 @@ async def app_logs(
     request: Request,
     after: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(1000, ge=1, le=MAX_ID),
+    function: str | None = Query(None, max_length=64, description="One function's lines"),
+    since: float | None = Query(None, ge=0, le=1e11, description="Lines from this Unix time on"),
+    replica: str | None = Query(None, max_length=64, description="A replica id, or its start"),
 ) -> list[wire.LogLine]:
     plane = plane_of(request)
     if plane.store.get_app(name) is None:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found")
     await plane.logs.flush()
-    return plane.store.read_logs(name, after=after, limit=min(limit, 10_000))
+    filters = LogFilter(function=function, since=since, replica=replica)
+    return plane.store.read_logs(name, after=after, limit=min(limit, 10_000), filters=filters)
 
 
 def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:

@@ -47,18 +47,21 @@ async def run_inputs(request: Request) -> Response:
     plane = plane_of(request)
     params = request.headers.get(wire.PARAMS_HEADER, "")
     inputs = await _inputs(request)
-    if kind == "spawn":
-        call_id = plane.spawn(principal, app, function, method, params, inputs[0])
-        return Response(
-            wire.SpawnResponse(call_id=call_id).model_dump_json(), media_type="application/json"
-        )
-    if kind not in ("call", "map"):
+    if kind not in ("call", "map", "spawn"):
         raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
-    started = time.time()
-    run = plane.call(principal, app, function, method, params, inputs)
-    frames = await run if kind == "call" else await _unless_client_leaves(request, run)
-    if frames is None:
-        return Response(status_code=499)  # nobody is left to read it
+    with plane.metrics.timed(app, function, kind) as timed:
+        if kind == "spawn":
+            call_id = plane.spawn(principal, app, function, method, params, inputs[0])
+            return Response(
+                wire.SpawnResponse(call_id=call_id).model_dump_json(),
+                media_type="application/json",
+            )
+        started = time.time()
+        run = plane.call(principal, app, function, method, params, inputs)
+        frames = await run if kind == "call" else await _unless_client_leaves(request, run)
+        if frames is None:
+            timed.status = 499
+            return Response(status_code=499)  # nobody is left to read it
     plane.recorder.record(app, function, method, kind, frames, started)
     return _frames_response(frames)
 

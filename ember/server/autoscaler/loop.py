@@ -46,7 +46,7 @@ def sample(pool: Pool, settings: ServerSettings, now: float, one_per_port: bool)
         target_inputs=spec.target_inputs,
         scaledown_window=spec.scaledown_window,
         current=pool.current,
-        can_start=now >= pool.next_start_at,
+        can_start=now >= pool.next_start_at and pool.starts_held is None,
         now=now,
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,21 @@ ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
     QueueTimeout: (503, "NoReplica", True),
     ReplicaStartupError: (502, "ReplicaStartupError", False),
 }
+
+
+class Reply:
+    """A request's status for the metrics: the replica's, or that of the error the gateway
+    sent through `send` (499: none, the client left). The replica's body does not pass here."""
+
+    __slots__ = ("_send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send, self.started, self.status = send, time.perf_counter(), 499
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
 
 
 class NoEndpoint(Exception):
@@ -119,23 +135,37 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, request_id: str
     ) -> None:
         websocket = scope["type"] == "websocket"
+        reply = Reply(send)
         try:
             web = self._web_endpoint(endpoint)
             principal = self._authenticate(scope, endpoint, web)
             body = b"" if websocket else await self._body(scope, receive)
             pool = self.plane.resolve(endpoint.app, endpoint.function, "")
             self.plane.admit(principal, pool)
+            waiting = time.perf_counter()
             replica = await pool.queue.acquire(self.settings.gateway_wait_timeout)
         except Exception as exc:  # noqa: BLE001 - mapped to a response by ERRORS, or re-raised
-            await _refuse(send, websocket, exc, request_id)
+            await _refuse(reply.send, websocket, exc, request_id)
+            if not isinstance(exc, NoEndpoint):  # only deployed names become labels
+                self._record(endpoint, reply)
             return
+        held = time.perf_counter()
+        self.plane.metrics.waited(pool, held - waiting)
         try:
-            await self._proxy(scope, receive, send, endpoint, web, replica, body, request_id)
+            reply.status = await self._proxy(
+                scope, receive, send, endpoint, web, replica, body, request_id
+            )
         except HttpError as exc:
             failed = f"{endpoint.app}.{endpoint.function} failed to answer: {exc}"
-            await _error(send, websocket, 502, "BadGateway", failed, request_id)
+            await _error(reply.send, websocket, 502, "BadGateway", failed, request_id)
         finally:
             pool.queue.release(replica)
+            self.plane.metrics.slot_held(replica, 1, time.perf_counter() - held)
+            self._record(endpoint, reply)
+
+    def _record(self, endpoint: Endpoint, reply: Reply) -> None:
+        metrics = self.plane.metrics
+        metrics.request(endpoint.app, endpoint.function, "web", reply.status, reply.started)
 
     def _web_endpoint(self, endpoint: Endpoint) -> wire.WebEndpointSpec:
         deployment = self.plane.deployments.find(endpoint.app)
@@ -168,16 +198,17 @@ class Gateway:
         replica: ReplicaRecord,
         body: bytes,
         request_id: str,
-    ) -> None:
+    ) -> int:
+        """The replica's answer streamed to the client; returns its status."""
         handle = replica.handle
         assert handle is not None
         port = handle.web_port if web.kind == "web_server" else handle.port
         assert port is not None
         if scope["type"] == "websocket":
             await proxy_websocket(handle.host, port, endpoint.target, scope, receive, send)
-            return
+            return 101
         headers = upstream_headers(scope, request_id, web.requires_proxy_auth)
-        await stream_response(
+        return await stream_response(
             self.plane.http, handle.host, port, endpoint.target, scope, receive, send, body,
             headers, request_id, self.settings.client_timeout,
             lambda: self.plane.cold_starts.answered(replica),

@@ -151,9 +151,9 @@ async def stream_response(
     request_id: str,
     send_timeout: float,
     answered: Callable[[], None],
-) -> None:
-    """Send the request upstream; stream status, headers and body back to the client.
-    `answered()` is called once the upstream's answer begins."""
+) -> int:
+    """Send the request upstream; stream status, headers and body back to the client. Returns
+    the status; `answered()` is called once the upstream's answer begins."""
     response = await http.request(scope["method"], host, port, target, headers, body)
     answered()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
@@ -172,6 +172,7 @@ async def stream_response(
             async with asyncio.timeout(send_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return response.status
     except (ClientGone, TimeoutError, HttpError):
         await response.aclose()  # cancels the upstream request with the connection
         raise

@@ -320,6 +320,8 @@ class Supervisor:
         idle = [r for r in pool.replicas.values() if r.ready and r.in_flight == 0]
         results = await asyncio.gather(*(self._healthy(r) for r in idle))
         for replica, ok in zip(idle, results, strict=True):
+            if replica.in_flight:  # took an input during the probe: busy, which is not dead
+                continue
             replica.health_failures = 0 if ok else replica.health_failures + 1
             if replica.health_failures >= HEALTH_FAILURES and replica.ready:
                 failures = replica.health_failures
@@ -357,6 +359,6 @@ def describe_stop(event: ReplicaEvent) -> str:
     app, version, function, _ = replica.pool
     lifetime = event.at - replica.created
     return (
-        f"replica {replica.id} of {app}.{function} (v{version}) stopped after {lifetime:.1f} s "
+        f"replica {replica.id} of {app}.{function} (v{version}) stopped after {lifetime:.2f} s "
         f"({event.reason or 'no reason given'})"
     )

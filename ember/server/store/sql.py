@@ -1,4 +1,10 @@
-"""SqlStore: apps, versions, tokens, calls, secrets, volumes and logs, on SQLite or PostgreSQL."""
+"""SqlStore: apps, versions, tokens, calls, secrets, volumes, logs, usage and budgets, on SQLite or
+PostgreSQL.
+
+Writes that two servers on one database can race (a deploy's version number, a secret, a volume,
+usage totals, budgets, alerts) are single upserts (INSERT ... ON CONFLICT, in both dialects), not
+a read and then a write.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 
 from ember import wire
 from ember.server.store import tables as t
+from ember.server.store.database import open_engine
 
 
 def hash_token(token: str) -> str:
@@ -48,14 +56,46 @@ class BlobBox(Protocol):
 
 
 CALL_BLOBS = ("payload", "result")
+INPUT_TOTALS = ("inputs", "seconds", "gpu_seconds", "gpu_cost")
 
 
-def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+@dataclass(frozen=True)
+class LogFilter:
+    """Which of an app's log lines to read: of one function, since a time, of one replica (an
+    id or its first characters)."""
+
+    function: str | None = None
+    since: float | None = None
+    replica: str | None = None
+
+    def clauses(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.function is not None:
+            clauses.append(t.logs.c.function == self.function)
+        if self.since is not None:
+            clauses.append(t.logs.c.ts >= self.since)
+        if self.replica is not None:
+            clauses.append(t.logs.c.replica.startswith(self.replica, autoescape=True))
+        return clauses
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that takes ON CONFLICT clauses, in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _inserted(conn: Connection, insert: Any, column: sa.Column[Any]) -> bool:
+    """Whether an INSERT ... ON CONFLICT DO NOTHING inserted its row (RETURNING tells; psycopg's
+    rowcount does not)."""
+    return conn.execute(insert.returning(column)).first() is not None
+
+
+def _upsert(conn: Connection, table: sa.Table, keys: list[str], row: dict[str, Any]) -> None:
+    """Insert `row`, or update the row with the same `keys` to its other values."""
+    insert = _insert(conn, table).values(**row)
+    updated = {name: value for name, value in row.items() if name not in keys}
+    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=updated))
 
 
 class SqlStore:
@@ -63,10 +103,7 @@ class SqlStore:
 
     def __init__(self, url: str, blobs: BlobBox | None = None) -> None:
         self._blobs = blobs  # without one (tokens-only users of the store), blobs stay as given
-        self.engine: Engine = sa.create_engine(url, future=True)
-        if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
-        t.metadata.create_all(self.engine)
+        self.engine: Engine = open_engine(url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,12 +162,14 @@ class SqlStore:
             )
         return result.rowcount > 0
 
-    def revoke_tokens(self, kind: str) -> None:
-        """Revoke every live token of `kind`."""
+    def revoke_tokens(self, kind: str, name: str) -> None:
+        """Revoke every live token of `kind` called `name`."""
         with self.engine.begin() as conn:
             conn.execute(
                 t.tokens.update()
-                .where(t.tokens.c.kind == kind, t.tokens.c.revoked.is_(False))
+                .where(
+                    t.tokens.c.kind == kind, t.tokens.c.name == name, t.tokens.c.revoked.is_(False)
+                )
                 .values(revoked=True)
             )
 
@@ -139,9 +178,16 @@ class SqlStore:
     def deploy(self, request: wire.DeployRequest) -> int:
         """Store a new version of the app and make it current; returns the version number."""
         now = time.time()
+        values = {"state": "deployed", "ephemeral": request.ephemeral, "updated_at": now}
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == request.app_name)).first()
-            version = row.version + 1 if row else 1
+            # One statement takes the next number: two deploys at once get two versions.
+            insert = _insert(conn, t.apps).values(
+                name=request.app_name, version=1, created_at=now, **values
+            )
+            bump = insert.on_conflict_do_update(
+                index_elements=["name"], set_={**values, "version": t.apps.c.version + 1}
+            )
+            version = conn.execute(bump.returning(t.apps.c.version)).scalar_one()
             conn.execute(
                 t.app_versions.insert().values(
                     app=request.app_name,
@@ -150,21 +196,7 @@ class SqlStore:
                     created_at=now,
                 )
             )
-            values = {
-                "state": "deployed",
-                "version": version,
-                "ephemeral": request.ephemeral,
-                "updated_at": now,
-            }
-            if row:
-                conn.execute(
-                    t.apps.update().where(t.apps.c.name == request.app_name).values(**values)
-                )
-            else:
-                conn.execute(
-                    t.apps.insert().values(name=request.app_name, created_at=now, **values)
-                )
-        return version
+        return int(version)
 
     def get_app(self, name: str) -> AppRecord | None:
         with self.engine.connect() as conn:
@@ -253,15 +285,10 @@ class SqlStore:
 
     def put_secret(self, name: str, sealed: bytes, keys: list[str]) -> None:
         now = time.time()
+        values = {"sealed": sealed, "key_names": ",".join(sorted(keys)), "updated_at": now}
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(t.secrets.c.name).where(t.secrets.c.name == name)
-            ).first()
-            values = {"sealed": sealed, "key_names": ",".join(sorted(keys)), "updated_at": now}
-            if exists:
-                conn.execute(t.secrets.update().where(t.secrets.c.name == name).values(**values))
-            else:
-                conn.execute(t.secrets.insert().values(name=name, created_at=now, **values))
+            insert = _insert(conn, t.secrets).values(name=name, created_at=now, **values)
+            conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=values))
 
     def get_secret(self, name: str) -> bytes | None:
         with self.engine.connect() as conn:
@@ -303,10 +330,9 @@ class SqlStore:
         """Record a new volume; returns its creation time, or None if it exists already."""
         now = time.time()
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.volumes).where(t.volumes.c.name == name)).first():
-                return None
-            conn.execute(t.volumes.insert().values(name=name, created_at=now))
-        return now
+            insert = _insert(conn, t.volumes).values(name=name, created_at=now)
+            created = _inserted(conn, insert.on_conflict_do_nothing(), t.volumes.c.name)
+        return now if created else None
 
     def get_volume(self, name: str) -> float | None:
         """The volume's creation time, or None if there is no such volume."""
@@ -336,16 +362,112 @@ class SqlStore:
             with self.engine.begin() as conn:
                 conn.execute(t.logs.insert(), rows)
 
-    def read_logs(self, app: str, after: int = 0, limit: int = 1000) -> list[wire.LogLine]:
+    def read_logs(
+        self, app: str, after: int = 0, limit: int = 1000, filters: LogFilter | None = None
+    ) -> list[wire.LogLine]:
+        query = sa.select(t.logs).where(t.logs.c.app == app, t.logs.c.id > after)
+        if filters is not None:
+            query = query.where(*filters.clauses())
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(t.logs)
-                    .where(t.logs.c.app == app, t.logs.c.id > after)
-                    .order_by(t.logs.c.id)
-                    .limit(limit)
-                )
-                .mappings()
-                .all()
-            )
+            rows = conn.execute(query.order_by(t.logs.c.id).limit(limit)).mappings().all()
         return [wire.LogLine(**r) for r in rows]
+
+    def recent_logs(self, limit: int) -> list[wire.LogLine]:
+        """The last `limit` lines of every app, oldest first."""
+        with self.engine.connect() as conn:
+            query = sa.select(t.logs).order_by(t.logs.c.id.desc()).limit(limit)
+            rows = conn.execute(query).mappings().all()
+        return [wire.LogLine(**r) for r in reversed(rows)]
+
+    def log_sizes(self, after: int) -> tuple[dict[str, int], int]:
+        """Bytes of log text per app in lines after id `after`, and the last id seen."""
+        with self.engine.connect() as conn:
+            last = int(conn.execute(sa.select(sa.func.max(t.logs.c.id))).scalar() or after)
+            rows = conn.execute(
+                sa.select(t.logs.c.app, sa.func.sum(sa.func.length(t.logs.c.text)))
+                .where(t.logs.c.id > after, t.logs.c.id <= last)
+                .group_by(t.logs.c.app)
+            ).all()
+        return {app: int(size or 0) for app, size in rows}, last
+
+    def trim_logs(self, app: str, free: int) -> int:
+        """Delete `app`'s oldest lines, at least `free` bytes of them; returns the bytes freed."""
+        freed, cutoff = 0, None
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(t.logs.c.id, sa.func.length(t.logs.c.text))
+                .where(t.logs.c.app == app)
+                .order_by(t.logs.c.id)
+                .execution_options(yield_per=1000)
+            )
+            for line_id, size in rows:
+                freed, cutoff = freed + int(size or 0), line_id
+                if freed >= free:
+                    break
+            rows.close()
+            if cutoff is not None:
+                conn.execute(t.logs.delete().where(t.logs.c.app == app, t.logs.c.id <= cutoff))
+        return freed
+
+    # -- metering -------------------------------------------------------------------------
+
+    def save_segments(self, rows: list[dict[str, Any]]) -> None:
+        """Insert new usage segments, update the ones already stored (by id)."""
+        with self.engine.begin() as conn:
+            for row in rows:
+                _upsert(conn, t.usage_segments, ["id"], row)
+
+    def close_open_segments(self) -> int:
+        """Segments a server that died left open end at their last checkpoint."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                t.usage_segments.update()
+                .where(t.usage_segments.c.open.is_(True))
+                .values(open=False)
+            ).rowcount
+
+    def segments(self, since: float) -> list[dict[str, Any]]:
+        """Usage segments that ended at `since` or later (open ones: their last checkpoint)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.usage_segments).where(t.usage_segments.c.ended_at >= since)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    def add_input_usage(self, rows: list[dict[str, Any]]) -> None:
+        """Add to the per-function, per-day input totals."""
+        table = t.input_usage
+        with self.engine.begin() as conn:
+            for row in rows:
+                added = {name: table.c[name] + row[name] for name in INPUT_TOTALS}
+                insert = _insert(conn, table).values(**row)
+                keys = ["app", "function", "day"]
+                conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=added))
+
+    def input_usage(self, since_day: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.input_usage).where(t.input_usage.c.day >= since_day))
+            return [dict(r) for r in rows.mappings()]
+
+    # -- budgets --------------------------------------------------------------------------
+
+    def set_budget(self, scope: str, monthly_usd: float) -> None:
+        row = {"scope": scope, "monthly_usd": monthly_usd, "updated_at": time.time()}
+        with self.engine.begin() as conn:
+            _upsert(conn, t.budgets, ["scope"], row)
+
+    def delete_budget(self, scope: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(t.budgets.delete().where(t.budgets.c.scope == scope)).rowcount > 0
+
+    def budgets(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.budgets.c.scope, t.budgets.c.monthly_usd)).all()
+        return {scope: usd for scope, usd in rows}
+
+    def claim_alert(self, scope: str, month: str, level: int) -> bool:
+        """Record that this alert goes out; False if it went out already (it goes out once)."""
+        row = {"scope": scope, "month": month, "level": level, "sent_at": time.time()}
+        with self.engine.begin() as conn:
+            insert = _insert(conn, t.budget_alerts).values(**row)
+            return _inserted(conn, insert.on_conflict_do_nothing(), t.budget_alerts.c.level)

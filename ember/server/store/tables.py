@@ -107,3 +107,57 @@ logs = Table(
     Column("replica", String, nullable=False),
     Column("text", Text, nullable=False),
 )
+
+# Metering (ember/server/metering/meter.py): one row per stretch of time a replica spent in one
+# state, with what it held and its price per second then. An open row's `ended_at` is the last
+# checkpoint: after a crash it is billed up to there, once.
+usage_segments = Table(
+    "usage_segments",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("replica", String, nullable=False),
+    Column("app", String, nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("function", String, nullable=False),
+    Column("state", String, nullable=False),
+    Column("gpu_type", String, nullable=True),
+    Column("gpus", Integer, nullable=False),
+    Column("cpu", Float, nullable=False),  # cores
+    Column("memory_mib", Integer, nullable=False),
+    Column("rate", Float, nullable=False),  # USD per second
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False, index=True),
+    Column("open", Boolean, nullable=False),
+)
+
+# Inputs run, per function and UTC day: their seconds on replicas, and those seconds times the
+# GPUs the replica held (the GPU time of each input, so the cost of a request is known).
+input_usage = Table(
+    "input_usage",
+    metadata,
+    Column("app", String, primary_key=True),
+    Column("function", String, primary_key=True),
+    Column("day", String, primary_key=True),  # YYYY-MM-DD, UTC
+    Column("inputs", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("gpu_seconds", Float, nullable=False),
+    Column("gpu_cost", Float, nullable=False),
+)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("scope", String, primary_key=True),  # an app's name, or "*": the whole server
+    Column("monthly_usd", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Alerts sent (80 %, 100 % of a budget in a month): each goes out once, restarts included.
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("scope", String, primary_key=True),
+    Column("month", String, primary_key=True),  # YYYY-MM, UTC
+    Column("level", Integer, primary_key=True),  # percent
+    Column("sent_at", Float, nullable=False),
+)

@@ -1,0 +1,70 @@
+"""Observability: the meter, budgets, metrics, their history and log retention, built, run and
+stopped together.
+
+Each is a lifecycle subscriber or a loop of its own; the control plane holds this one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from ember.http1 import Http1Pool
+from ember.server.budgets import Budgets
+from ember.server.deployments import Deployments
+from ember.server.history import History
+from ember.server.log_retention import LogRetention
+from ember.server.logs import LogSink
+from ember.server.metering.meter import Meter
+from ember.server.metrics import ServerMetrics
+from ember.server.pools import PoolRegistry
+from ember.server.replica_metrics import ReplicaMetrics
+from ember.server.replicas.state import Lifecycle
+from ember.server.settings import ServerSettings
+from ember.server.store.sql import SqlStore
+from ember.server.webhook import Webhook
+
+
+class Observability:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: SqlStore,
+        pools: PoolRegistry,
+        deployments: Deployments,
+        lifecycle: Lifecycle,
+        logs: LogSink,
+        http: Http1Pool,
+        gpu_types: Mapping[int, str],
+    ) -> None:
+        self._settings = settings
+        self.meter = Meter(store, settings.prices, gpu_types, pools.resources_of, lifecycle.clock)
+        url = settings.budget_webhook
+        self.webhook = Webhook(url) if url else None
+        self.budgets = Budgets(store, self.meter, pools, logs, self.webhook)
+        self.replica_metrics = ReplicaMetrics(pools, http)
+        self.metrics = ServerMetrics(
+            pools, deployments, self.meter, self.replica_metrics, self.budgets.all
+        )
+        self.retention = LogRetention(store, settings.log_retention_bytes)
+        self.history = History(self.metrics)
+        for part in (self.meter, self.replica_metrics, self.metrics):
+            lifecycle.subscribe(part.on_replica_event)
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Recover what a previous server left, then the loops."""
+        self.meter.recover()
+        self.budgets.load()
+        settings = self._settings
+        return [
+            asyncio.ensure_future(self.meter.run(settings.meter_interval, self.budgets.check)),
+            asyncio.ensure_future(self.replica_metrics.run(settings.metrics_interval)),
+            asyncio.ensure_future(self.retention.run()),
+            asyncio.ensure_future(self.history.run(settings.metrics_interval, self.meter.now)),
+        ]
+
+    async def stop(self) -> None:
+        """After every replica stopped: the last usage written, alerts in flight dropped."""
+        await self.meter.close()
+        if self.webhook is not None:
+            await self.webhook.close()
