@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine
 from tests.conftest import RunningServer, start_server
+from tests.integration.helpers import ember_cli
 
 TIERS = {
     "fresh": {"memory_snapshot": False, "gpu_snapshot": False},
@@ -41,12 +42,6 @@ IDLE = {"fresh": {}, "fork": {}, "restore": {"parked": 1}}  # the replicas betwe
 GOALS = {"cpu": {"fork": 1.0}, "gpu": {"fresh": 12.0, "fork": 1.5, "restore": 0.5}}
 SCALEDOWN = 2  # seconds idle before a replica stops or parks
 PROMPT = "Once upon a time, in a village by the sea,"
-
-
-def ember(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "ember.cli.main", *args]
-    env = {**os.environ, **server.env()}
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
 
 
 def say(text: str) -> None:
@@ -62,15 +57,15 @@ def deploy(
     config = home / f"{tier}.yaml"
     config.write_text(json.dumps({"service": service}))  # JSON is YAML
     model_args = [str(model)] if model else []
-    result = ember(server, "llm", "serve", *model_args, "--name", f"cs-{tier}",
-                   "--config", str(config), "--json")  # fmt: skip
+    result = ember_cli("llm", "serve", *model_args, "--name", f"cs-{tier}", "--config",
+                       str(config), "--json", env=server.env(), timeout=900)  # fmt: skip
     if result.returncode != 0:
         raise SystemExit(f"deploying the {tier} tier failed:\n{result.stderr}")
     return json.loads(result.stdout.splitlines()[0])  # type: ignore[no-any-return]
 
 
 def function(server: RunningServer, tier: str) -> dict[str, Any]:
-    shown = json.loads(ember(server, "app", "show", f"cs-{tier}", "--json").stdout)
+    shown = json.loads(ember_cli("app", "show", f"cs-{tier}", "--json", env=server.env()).stdout)
     return next(f for f in shown["functions"] if f["name"] == "Server")  # type: ignore[no-any-return]
 
 

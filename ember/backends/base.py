@@ -99,6 +99,10 @@ class ReplicaHandle(Protocol):
         """Wait for the replica to exit; returns its exit code."""
         ...
 
+    async def sync_logs(self) -> None:
+        """Deliver every line the replica printed so far to the launch's `on_log`."""
+        ...
+
 
 class Template(Protocol):
     async def wait_ready(self) -> wire.ReplicaStatus:

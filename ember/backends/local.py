@@ -94,6 +94,9 @@ class LocalReplica:
             raise ReplicaStartFailed(f"replica exited with code {await self.wait()} during startup")
         return wire.ReplicaStatus.model_validate_json(report)
 
+    async def sync_logs(self) -> None:
+        """Nothing to fetch: the pump reads the replica's pipe on this host as lines come."""
+
     async def wait(self) -> int:
         code = await asyncio.shield(self.exit)
         await self.log_pump  # the last lines (a traceback, say) reach the log first

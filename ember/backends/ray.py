@@ -135,6 +135,7 @@ class RayReplica:
     web_port: int | None = None
     pid: int | None = None
     killed: bool = False  # stopped by the server: its actor's end is no loss
+    log_cursor: int = 0  # lines delivered to `on_log` so far
     tier: str = "fresh"  # the only tier here: a new process (no templates on Ray yet)
     _exit: asyncio.Future[int] | None = field(default=None, repr=False)
 
@@ -191,17 +192,32 @@ class RayReplica:
         """The replica's lines, as the actor gets them, until it is gone."""
         from ray.exceptions import RayError
 
-        cursor = 0
         while True:
+            cursor = self.log_cursor
             try:
-                cursor, lines, finished = await self.actor.logs.remote(cursor)
+                total, lines, finished = await self.actor.logs.remote(cursor)
             except RayError:
                 return
             self.heard = self.heard or bool(lines)
-            for line in lines:
-                self.on_log(line)
+            self._deliver(cursor, total, lines)
             if finished:
                 return
+
+    async def sync_logs(self) -> None:
+        """Deliver what the replica printed so far without waiting for the long poll (whose
+        answer crosses the cluster on a path of its own, and may trail the replica's outputs)."""
+        from ray.exceptions import RayError
+
+        cursor = self.log_cursor
+        with contextlib.suppress(RayError):
+            total, lines, _ = await self.actor.logs.remote(cursor, False)
+            self._deliver(cursor, total, lines)
+
+    def _deliver(self, cursor: int, total: int, lines: list[str]) -> None:
+        """Lines [cursor, total) as the actor sent them, less those delivered meanwhile."""
+        for line in lines[max(0, self.log_cursor - cursor) :]:
+            self.on_log(line)
+        self.log_cursor = max(self.log_cursor, total)
 
 
 class RayBackend:

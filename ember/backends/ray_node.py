@@ -215,11 +215,11 @@ class ReplicaHost:
             exited.set_result(code)
         self._log.close()
 
-    async def logs(self, cursor: int) -> tuple[int, list[str], bool]:
-        """Lines from `cursor` on (waiting up to LOG_POLL for some), the next cursor, and whether
-        the replica is gone and every line was sent."""
+    async def logs(self, cursor: int, wait: bool = True) -> tuple[int, list[str], bool]:
+        """Lines from `cursor` on (waiting up to LOG_POLL for some, if `wait`), the next cursor,
+        and whether the replica is gone and every line was sent."""
         log = self._log
-        if log.total <= cursor and not log.closed:
+        if wait and log.total <= cursor and not log.closed:
             log.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(log.changed.wait(), LOG_POLL)

@@ -68,7 +68,10 @@ class Sandbox:
             self.bwrap,
             "--unshare-user", "--uid", uid, "--gid", gid,
             "--unshare-net", "--unshare-pid", "--die-with-parent",
-            "--dev-bind", "/", "/", "--info-fd", str(info_fd),
+            "--dev-bind", "/", "/",
+            # Its own /proc: process ids there are the sandbox's (vLLM reads /proc/<own pid>).
+            "--proc", "/proc",
+            "--info-fd", str(info_fd),
             "--", *argv,
         ]  # fmt: skip
 

@@ -168,23 +168,18 @@ def _reseed() -> None:
 
 def kill_leftovers(replica_id: str) -> None:
     """Kill what an exited replica left running: processes that carry its EMBER_REPLICA_ID.
-
-    /proc may be the host's (a sandbox sees the host's process ids there), so each process is
-    signalled by its id in our own PID namespace, the last of its `NSpid` ids."""
+    (/proc is our PID namespace's: the sandbox mounts its own, or there is no sandbox.)"""
     marker = f"{wire.REPLICA_ID_ENV}={replica_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
-            status = (entry / "status").read_text()
         except OSError:
             continue
         if marker in environ:
-            ids = next((line.split()[1:] for line in status.splitlines()
-                        if line.startswith("NSpid:")), [entry.name])  # fmt: skip
             with contextlib.suppress(OSError):
-                os.kill(int(ids[-1]), signal.SIGKILL)
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 if __name__ == "__main__":

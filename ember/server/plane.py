@@ -45,6 +45,7 @@ from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
 FOLLOW_INTERVAL = 2.0  # seconds between looks at the store for other servers' deploys and stops
+LOG_SYNC_WAIT = 2.0  # seconds a read of an app's logs waits for its replicas' latest lines
 
 
 def local_backend(settings: ServerSettings) -> LocalBackend:
@@ -260,6 +261,16 @@ class ControlPlane:
             token = self.store.create_token("admin", kind="admin").token
             log.info("created an admin token; wrote it to %s/config.toml", self.settings.home)
         write_client_config(self.settings.home, self.settings.url, token, self.settings.tls_cert)
+
+    async def sync_logs(self, app: str) -> None:
+        """Every line the app's live replicas printed so far, handed to the log sink (on Ray,
+        lines come from other nodes on a path of their own)."""
+        replicas = [r for pool in self.pools.for_app(app) for r in pool.replicas.values()]
+        syncs = [asyncio.ensure_future(r.handle.sync_logs()) for r in replicas if r.handle]
+        if syncs:
+            _, late = await asyncio.wait(syncs, timeout=LOG_SYNC_WAIT)
+            for sync in late:
+                sync.cancel()
 
     async def stop(self) -> None:
         """Stop every replica (no orphans), then flush what is buffered."""

@@ -9,7 +9,7 @@ import pytest
 
 from ember import wire
 from ember.backends.base import Capabilities
-from ember.backends.ray import DEFAULT_CPU, actor_options, cluster_gpus
+from ember.backends.ray import DEFAULT_CPU, RayReplica, actor_options, cluster_gpus
 from ember.backends.ray_node import MAX_KEPT_LINES, _Log
 from ember.resources import parse_gpu
 from ember.server.replicas.placement import Unplaceable, place, resolve_resources
@@ -106,3 +106,14 @@ def test_the_node_keeps_log_lines_in_order_and_says_what_it_dropped() -> None:
     caught_up = log.since(0)
     assert caught_up[0] == "[ember] 5 log line(s) were dropped on the node"
     assert caught_up[1] == "line 5" and len(caught_up) == MAX_KEPT_LINES + 1
+
+
+def test_lines_fetched_twice_reach_the_log_once() -> None:
+    """A read of the logs fetches the latest lines while the long poll is out; when the poll
+    answers from its older cursor, only what is new is delivered."""
+    seen: list[str] = []
+    replica = RayReplica("r-1", actor=None, starting=None, on_log=seen.append)
+    replica._deliver(0, 2, ["a", "b"])  # the logs read: lines 0-1
+    replica._deliver(0, 3, ["a", "b", "c"])  # the long poll, sent at cursor 0: lines 0-2
+    replica._deliver(3, 3, [])
+    assert seen == ["a", "b", "c"] and replica.log_cursor == 3

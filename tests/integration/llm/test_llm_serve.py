@@ -26,6 +26,11 @@ MAX_MODEL_LEN = 512
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
+# Clients a test made: closed after it, so no kept-alive socket is left for the garbage collector
+# to report (a ResourceWarning, an error under `filterwarnings = error`) in some later test.
+OPEN_CLIENTS: list[openai.OpenAI] = []
+
+
 @dataclass
 class Endpoint:
     base_url: str
@@ -33,7 +38,10 @@ class Endpoint:
     model: str
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+        """A client, closed when the test ends (tests/integration/llm/conftest.py)."""
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+        OPEN_CLIENTS.append(client)
+        return client
 
     def post(self, path: str, body: bytes | dict[str, object]) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -270,7 +278,7 @@ def test_a_client_that_goes_away_frees_its_place_in_the_batch(endpoint: Endpoint
 
 def test_the_key_is_required(endpoint: Endpoint) -> None:
     wrong = openai.OpenAI(base_url=endpoint.base_url, api_key="not-the-key", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with wrong, pytest.raises(openai.AuthenticationError):
         wrong.models.list()
 
 
