@@ -130,7 +130,7 @@ def _save_random_model(shape: str, tokenizer: Path, folder: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from bench.llm import SHAPES
+    from bench.llm_gpu import SHAPES
 
     fields = {**SHAPES[shape], "vocab_size": len(AutoTokenizer.from_pretrained(tokenizer))}
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)

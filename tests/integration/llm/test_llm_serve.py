@@ -167,6 +167,20 @@ def test_stop_strings_and_max_tokens(endpoint: Endpoint) -> None:
          "shorten"),
         ({"model": "MODEL", "messages": QUESTION, "n": 2}, 400, "n=1"),
         ({"model": "MODEL", "messages": QUESTION, "temperature": 5}, 400, "temperature"),
+        # Strict types: no "4" for 4, no true for 1.
+        ({"model": "MODEL", "messages": QUESTION, "max_tokens": "4"}, 400, "max_tokens"),
+        ({"model": "MODEL", "messages": QUESTION, "max_tokens": True}, 400, "max_tokens"),
+        # Fields that would change the answer are refused, naming the field (D15).
+        ({"model": "MODEL", "messages": QUESTION, "tools": [{"type": "function"}]}, 400, "`tools`"),
+        ({"model": "MODEL", "messages": QUESTION, "tool_choice": "required"}, 400, "`tool_choice`"),
+        ({"model": "MODEL", "messages": QUESTION, "response_format": {"type": "json_object"}}, 400,
+         "`response_format`"),
+        ({"model": "MODEL", "messages": QUESTION, "logprobs": True}, 400, "`logprobs`"),
+        ({"model": "MODEL", "messages": QUESTION, "top_logprobs": 2}, 400, "`top_logprobs`"),
+        ({"model": "MODEL", "messages": QUESTION, "logit_bias": {"1": 5}}, 400, "`logit_bias`"),
+        # 50,000 nested brackets: a 400, not a RecursionError (D19).
+        (b'{"model": "x", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400,
+         "not valid JSON"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_openai_errors_and_the_engine_keeps_serving(
@@ -185,6 +199,81 @@ def test_bad_requests_get_openai_errors_and_the_engine_keeps_serving(
         max_tokens=3,  # type: ignore[arg-type]
     )
     assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"prompt": "\udc80", "max_tokens": 2}, "surrogate"),  # not 500 (D19)
+        ({"prompt": "hi", "echo": True}, "`echo`"),
+        ({"prompt": "hi", "suffix": "!"}, "`suffix`"),
+        ({"prompt": "hi", "best_of": 3}, "`best_of`"),
+        ({"prompt": "hi", "logprobs": 1}, "`logprobs`"),
+        ({"prompt": [1, 2, "x"]}, "prompt"),
+    ],
+)
+def test_bad_completions_get_a_400_naming_what_is_wrong(
+    endpoint: Endpoint, body: dict[str, object], says: str
+) -> None:
+    # json.dumps writes the surrogate as the escape \\udc80, as the probe sent it
+    response = endpoint.post("/completions", json.dumps({"model": endpoint.model, **body}).encode())
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+
+
+def test_a_huge_prompt_is_refused_before_tokenizing_while_streams_go_on(endpoint: Endpoint) -> None:
+    client = endpoint.client()
+    stream = client.completions.create(
+        model=endpoint.model, prompt="Once upon a time", max_tokens=40, temperature=0, stream=True
+    )
+    first = next(iter(stream))
+    huge = {"model": endpoint.model, "prompt": "hello " * 1_750_000}  # 10.5 MB, as D6 sent it
+    response = endpoint.post("/completions", huge)
+    assert response.status_code == 400
+    assert "characters" in response.json()["error"]["message"]  # counted, never tokenized
+    rest = list(stream)
+    assert rest[-1].choices[0].finish_reason == "length" and first.choices
+
+
+def test_a_stream_nobody_reads_holds_up_no_one_and_loses_nothing(endpoint: Endpoint) -> None:
+    body = {"model": endpoint.model, "prompt": "The capital of France is", "max_tokens": 30,
+            "temperature": 0}  # fmt: skip
+    answer = endpoint.client().completions.create(**body).choices[0].text  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+    with httpx.stream(
+        "POST", endpoint.base_url + "/completions", json={**body, "stream": True},
+        headers=headers, timeout=120,
+    ) as unread:  # fmt: skip
+        assert unread.status_code == 200
+        other = endpoint.client().completions.create(**{**body, "prompt": "1, 2, 3,"})  # type: ignore[arg-type]
+        assert other.choices[0].finish_reason == "length"
+        events = [line[6:] for line in unread.iter_lines() if line.startswith("data: {")]
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events) == answer
+
+
+def test_a_client_that_goes_away_frees_its_place_in_the_batch(endpoint: Endpoint) -> None:
+    root = endpoint.base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+
+    def running() -> float:
+        metrics = httpx.get(root + "/metrics", headers=headers).text
+        return float(
+            next(
+                li for li in metrics.splitlines() if li.startswith("ember_llm_engine_running")
+            ).split()[1]
+        )
+
+    body = {  # ignore_eos: it would run all 400 tokens if nobody stopped it
+        "model": endpoint.model,
+        "prompt": "Tell me a story.",
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream("POST", endpoint.base_url + "/completions", json=body, headers=headers) as r:
+        next(r.iter_lines())  # the first token is out
+        assert running() == 1
+    wait_until(lambda: running() == 0)  # long before 400 tokens
 
 
 def test_the_key_is_required(endpoint: Endpoint) -> None:
