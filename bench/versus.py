@@ -3,7 +3,8 @@
     .venv/bin/python bench/versus.py BASE calls.py [--runs 5] [-- extra args for the script]
 
 BASE (a commit, tag or branch) is checked out in a temporary git worktree; this checkout's
-`bench/` is copied into it, so both sides run the same script against their own `ember`. Runs
+`bench/` and the test suite's server starter (`tests/*.py`, which `bench/common.py` imports) are
+copied into it, so both sides run the same script against their own `ember`. Runs
 alternate (base, this, base, this, ...) so that noise on a shared machine falls on both. Prints
 each metric's median on both sides and the ratio this / base.
 """
@@ -49,6 +50,8 @@ def main() -> None:
                        check=True, capture_output=True)  # fmt: skip
         try:
             shutil.copytree(HERE / "bench", base / "bench", dirs_exist_ok=True)
+            for starter in (HERE / "tests").glob("*.py"):  # bench/common.py's start_server
+                shutil.copy(starter, base / "tests" / starter.name)
             rows: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
             for _ in range(args.runs):
                 rows["base"].append(run_once(base, args.script, args.extra))

@@ -44,7 +44,7 @@ volumes = {model_volume[1]: ember.Volume.from_name(model_volume[0])} if model_vo
     timeout=3600,
     scaledown_window=config.service.scaledown_window,
     min_containers=config.service.min_containers,
-    enable_memory_snapshot=config.forks,
+    enable_memory_snapshot=config.service.memory_snapshot,
     gpu_snapshot=config.parks,
 )
 @ember.concurrent(max_inputs=config.service.max_concurrent_requests)

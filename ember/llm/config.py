@@ -42,9 +42,7 @@ class ServiceSection(_Section):
     scaledown_window: float = Field(default=300.0, gt=0)
     min_containers: int = Field(default=0, ge=0)  # 0: scale to zero when idle
     max_concurrent_requests: int = Field(default=32, ge=1)
-    # Replicas fork from a process that loaded the model once; default: on a GPU. (On the CPU a
-    # forked replica's first generation hung once in CI: OpenMP threads after fork, suspected.)
-    memory_snapshot: bool | None = None
+    memory_snapshot: bool = True  # replicas fork from a process that loaded the model once
     gpu_snapshot: bool | None = None  # park idle replicas, not stop them; default: on a GPU
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -81,13 +79,6 @@ class LLMConfig(_Section):
             if self.service.n_gpu == 1
             else f"{self.service.gpu}:{self.service.n_gpu}"
         )
-
-    @property
-    def forks(self) -> bool:
-        """Whether replicas fork from a template that loaded the model once."""
-        if self.service.memory_snapshot is None:
-            return self.service.gpu is not None
-        return self.service.memory_snapshot
 
     @property
     def parks(self) -> bool:

@@ -149,3 +149,12 @@ def template_processes(server: RunningServer) -> list[int]:
         if is_template and f"{wire.REPLICA_ID_ENV}=t-".encode() in environ:
             found.append(int(entry.name))
     return found
+
+
+@templates_here
+def test_a_replica_forked_after_torch_ran_in_the_template_runs_torch(server: RunningServer) -> None:
+    module = load("forked_torch")
+    module.app.deploy()
+    wait_until(lambda: app_info("forked-torch").functions[0].snapshot == "ready", timeout=120)
+    assert module.Weights().total.remote() == 16_000_000
+    assert app_info("forked-torch").functions[0].cold_start.tier == "fork"  # type: ignore[union-attr]

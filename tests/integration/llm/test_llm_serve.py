@@ -317,6 +317,23 @@ def test_an_idle_replica_parks_and_the_next_request_wakes_it(
     assert "wake" in function.cold_start.phases
 
 
+def test_replicas_fork_from_a_template_that_loaded_the_model(
+    server: RunningServer, model_dir: Path
+) -> None:
+    result = ember_cli(
+        "llm", "serve", str(model_dir), "--name", "forks", "--json", env=server.env()
+    )
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    with served.client() as client:  # a hung generation fails the request, not the whole suite
+        answer = client.chat.completions.create(
+            model=served.model, messages=QUESTION, temperature=0, max_tokens=8, timeout=120
+        )  # type: ignore[arg-type]
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    function = llm_function("forks")
+    assert function.cold_start is not None and function.cold_start.tier == "fork"
+
+
 def llm_function(app: str) -> wire.FunctionInfo:
     return next(f for f in app_info(app).functions if f.name == "Server")
 
