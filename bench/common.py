@@ -20,11 +20,13 @@ from tests.conftest import RunningServer, start_server  # the test suite's serve
 
 
 @contextlib.contextmanager
-def deployed(app_file: str, cluster: Any = None) -> Iterator[tuple[RunningServer, ModuleType]]:
-    """A fresh `ember server` in a temporary home with `bench/<app_file>` deployed; on the Ray
-    backend if given a cluster (tests/ray_cluster.py: RayCluster)."""
+def deployed(
+    app_file: str, cluster: Any = None, server_args: list[str] | None = None
+) -> Iterator[tuple[RunningServer, ModuleType]]:
+    """A fresh `ember server` (given `server_args`) in a temporary home with `bench/<app_file>`
+    deployed; on the Ray backend if given a cluster (tests/ray_cluster.py: RayCluster)."""
     with tempfile.TemporaryDirectory() as home:
-        server = start_server(Path(home), cluster=cluster)
+        server = start_server(Path(home), cluster=cluster, extra_args=server_args)
         os.environ.update(server.env())
         from ember.cli.loader import import_file
 

@@ -2,8 +2,9 @@
 
 check:   greedy tokens of the engine (batched, CUDA graphs, float32) against transformers'
          `generate` on the same random model.
-engine:  the engine alone per shape: start (load + graph capture), tokens/s and TTFT at each
-         batch size, sleep and wake times, and the same greedy tokens before sleep and after wake.
+engine:  the engine alone per shape: start (to ready, then to every CUDA graph captured while
+         idle), tokens/s and TTFT at each batch size, sleep and wake times, and the same greedy
+         tokens before sleep and after wake.
 serve:   the same prompts, at each concurrency, sent to the engine alone (its Python API, in this
          process) and through Ember (`ember llm serve`: server, gateway, key, replica), alternating,
          so the ratio is measured side by side.
@@ -53,6 +54,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 Request = Callable[[list[int]], Awaitable[tuple[float, float, int]]]  # -> ttft, seconds, tokens
 Client = Callable[[], Request]  # a request function per concurrent stream (its own connection)
 REQUEST_TIMEOUT = 60.0  # seconds: a request that takes longer fails the level, loudly
+GRAPHS_TIMEOUT = 180.0  # seconds for an idle engine to capture its CUDA graphs
 
 
 def random_model(shape: str, device: Any, dtype: Any = None, **overrides: Any) -> Any:
@@ -195,7 +197,10 @@ def engine_shapes(shapes: list[str], batches: list[int], new_tokens: int) -> dic
         engine = BuiltinEngine(engine_config(shape, max(batches)), load=random_loader(shape))
         engine.start()
         assert engine.info is not None
-        results[f"{shape} start_s"] = time.perf_counter() - start
+        results[f"{shape} start_s"] = time.perf_counter() - start  # ready: graphs come after
+        if not engine.graphs_captured.wait(GRAPHS_TIMEOUT):
+            raise SystemExit(f"{shape}: the CUDA graphs were not captured in {GRAPHS_TIMEOUT} s")
+        results[f"{shape} graphs_captured_s"] = time.perf_counter() - start
         results[f"{shape} info"] = repr(engine.info)
         client = engine_client(engine, new_tokens)
         batch = prompts(max(batches), 128, SHAPES[shape]["vocab_size"])
@@ -328,6 +333,7 @@ def serve(
     config = LLMConfig.load(config_file, {"model.name": str(folder)})
     engine = BuiltinEngine(config)
     engine.start()
+    engine.graphs_captured.wait(GRAPHS_TIMEOUT)
     batch = prompts(top, 128, engine.vocab_size)
     samples: dict[str, list[dict[str, float]]] = {}
     try:
@@ -337,6 +343,7 @@ def serve(
                 "ember": http_client(url, key, config.served_model_name, new_tokens),
             }
             asyncio.run(level(clients["ember"], batch[:1]))  # starts the replica
+            wait_for_graphs(home / "ember.db")
 
             async def measure(path: str, size: int) -> dict[str, float]:
                 await level(clients[path], batch[:size])  # warm-up: connections, slots
@@ -358,6 +365,15 @@ def serve(
     finally:
         engine.stop()
     return {name: _medians(runs_) for name, runs_ in samples.items()}
+
+
+def wait_for_graphs(database: Path) -> None:
+    """Until the replica's engine says its CUDA graphs are captured (it does so while idle)."""
+    deadline = time.monotonic() + GRAPHS_TIMEOUT
+    while "CUDA graphs captured" not in app_logs(database):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the replica's CUDA graphs were not captured in {GRAPHS_TIMEOUT} s")
+        time.sleep(0.5)
 
 
 def app_logs(database: Path) -> str:

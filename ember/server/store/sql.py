@@ -285,10 +285,19 @@ class SqlStore:
 
     def put_secret(self, name: str, sealed: bytes, keys: list[str]) -> None:
         now = time.time()
-        values = {"sealed": sealed, "key_names": ",".join(sorted(keys)), "updated_at": now}
+        values = {"sealed": sealed, "key_names": ",".join(sorted(keys))}
+        created = t.secrets.c.created_at
+        # Never before the creation, which a racing server may have stamped a moment later.
+        updated_at = sa.case((created > now, created), else_=now)
         with self.engine.begin() as conn:
-            insert = _insert(conn, t.secrets).values(name=name, created_at=now, **values)
-            conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_=values))
+            insert = _insert(conn, t.secrets).values(
+                name=name, created_at=now, updated_at=now, **values
+            )
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["name"], set_={**values, "updated_at": updated_at}
+                )
+            )
 
     def get_secret(self, name: str) -> bytes | None:
         with self.engine.connect() as conn:

@@ -35,6 +35,7 @@ from ember.llm.engines.builtin.messages import (
     ControlDone,
     EngineFailed,
     EngineReady,
+    GraphsCaptured,
     RequestOutput,
     StepOutputs,
     ToEngine,
@@ -93,6 +94,7 @@ class BuiltinEngine:
         self.tokenizer: Any = None
         self._max_token_chars: int | None = None
         self.info: EngineReady | None = None
+        self.graphs_captured = threading.Event()  # set once the engine says so (benchmarks wait)
         self._process: multiprocessing.process.BaseProcess | None = None
         self._to_engine: Any = None
         self._send_lock = threading.Lock()
@@ -269,6 +271,8 @@ class BuiltinEngine:
             elif isinstance(message, ControlDone) and self._control is not None:
                 loop, done = self._control
                 loop.call_soon_threadsafe(done.set_result, message)
+            elif isinstance(message, GraphsCaptured):
+                self.graphs_captured.set()
             elif isinstance(message, EngineFailed):
                 failure = message.message
         if not self._stopping:

@@ -17,6 +17,7 @@ from ember.llm.engines.builtin.kv_cache import BlockAllocator
 from ember.llm.engines.builtin.messages import (
     AddRequest,
     EngineReady,
+    GraphsCaptured,
     RequestOutput,
     StepOutputs,
 )
@@ -48,11 +49,14 @@ class EngineCore:
             eos_token_ids,
         )  # fmt: skip
         self.start_seconds = time.perf_counter() - start
+        self.capture_seconds = 0.0  # the idle time spent capturing graphs so far
 
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
         if not batch.seqs:
             return []
+        if all(seq.num_output_tokens for seq in batch.seqs):  # no first token waits for a capture
+            self.runner.capture_for(batch.num_tokens)
         sampled = self.runner.run(batch)
         return self.scheduler.update(batch, sampled)
 
@@ -72,6 +76,18 @@ class EngineCore:
         running, preemptions = len(self.scheduler.running), self.scheduler.preemptions
         return StepOutputs(outputs, running, waiting, used / pages, preemptions)
 
+    def has_graphs_to_capture(self) -> bool:
+        return bool(self.runner.uncaptured) and not self.runner.asleep
+
+    def capture_next(self) -> GraphsCaptured | None:
+        """Capture the smallest graph not captured yet (the engine is idle); say when all are."""
+        start = time.perf_counter()
+        self.runner.capture(self.runner.uncaptured[0])
+        self.capture_seconds += time.perf_counter() - start
+        if self.runner.uncaptured:
+            return None
+        return GraphsCaptured(len(self.runner.graphs), self.capture_seconds)
+
     def sleep(self) -> None:
         self.runner.sleep()
 
@@ -83,7 +99,7 @@ class EngineCore:
         return EngineReady(
             device=f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu",
             kv_cache_tokens=self.runner.cache.usable_pages() * self.runner.settings.page_size,
-            graph_sizes=list(self.runner.graphs),
+            graph_sizes=list(self.runner.uncaptured),
             start_seconds=self.start_seconds,
         )
 

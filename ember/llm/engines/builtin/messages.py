@@ -48,7 +48,7 @@ ToEngine = AddRequest | AbortRequests | Control
 class EngineReady:
     device: str  # e.g. "cuda (NVIDIA H100 80GB HBM3)" or "cpu"
     kv_cache_tokens: int
-    graph_sizes: list[int]  # step sizes with a captured CUDA graph
+    graph_sizes: list[int]  # step sizes that get a CUDA graph, captured after this message
     start_seconds: float
 
 
@@ -76,10 +76,18 @@ class ControlDone:
 
 
 @dataclass(frozen=True)
+class GraphsCaptured:
+    """Every CUDA graph is captured (after EngineReady, between requests)."""
+
+    count: int
+    seconds: float  # spent capturing, in all
+
+
+@dataclass(frozen=True)
 class EngineFailed:
     """The engine cannot go on; it exits after sending this."""
 
     message: str
 
 
-FromEngine = EngineReady | StepOutputs | ControlDone | EngineFailed
+FromEngine = EngineReady | StepOutputs | ControlDone | GraphsCaptured | EngineFailed

@@ -1,15 +1,16 @@
 """Run the model on one step's tokens: fill the inputs, replay a CUDA graph or run eagerly, sample.
 
 A step is a flat list of tokens from several sequences (decode tokens and prompt chunks alike).
-On a GPU the step is padded up to the next captured size and replayed as one CUDA graph; graphs
-for every size up to the step budget are captured when the engine starts, so no request waits for
-a capture. Their inputs live in one fixed buffer that is refilled before each replay.
+On a GPU the step is padded up to the next graph size and replayed as one CUDA graph. The graphs
+(a size every few tokens up to the step budget) are captured after the engine is ready, one at a
+time between steps (engine.py decides when); a step whose graph is not captured yet runs eagerly.
+Their inputs live in one fixed buffer that is refilled before each replay.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,10 +55,12 @@ class ModelRunner:
         model.set_attn_implementation(attention.NAME)  # type: ignore[operator]
         self.cache = self.attention.cache = self._cache(self._kv_region())
         self.graphs: dict[int, Graph] = {}
-        start = time.perf_counter()
-        if self.cuda and settings.cuda_graphs:
-            self._capture()
-        self.capture_seconds = time.perf_counter() - start
+        self.sizes = graph_sizes(self.max_tokens)  # a step is padded to one of these to replay
+        # Captured once the engine is ready, smallest first, as the engine loop finds time (idle,
+        # or a decode step's first use of its size): no request waits for all of them.
+        self.uncaptured = list(self.sizes) if self.cuda and settings.cuda_graphs else []
+        self._pool: Any = None  # the memory pool every graph shares
+        self.asleep = False
 
     # -- the step --------------------------------------------------------------------------------
 
@@ -65,7 +68,7 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch) -> list[int]:
         size = self._graph_size(batch.num_tokens)
         shape = self.inputs.fill(batch, self.cache.scratch_slot, size)
-        if size in self.graphs:
+        if size is not None:
             graph = self.graphs[size]
             graph.graph.replay()
             logits = graph.logits
@@ -84,12 +87,40 @@ class ModelRunner:
         return output.logits[0]  # type: ignore[no-any-return]
 
     def _graph_size(self, tokens: int) -> int | None:
-        return next((size for size in self.graphs if size >= tokens), None)
+        """The padded size of a step of `tokens`, if its graph is captured (else: run eagerly)."""
+        if not self.graphs:
+            return None
+        size = self._padded(tokens)
+        return size if size in self.graphs else None
+
+    def _padded(self, tokens: int) -> int:
+        return next(size for size in self.sizes if size >= tokens)
+
+    # -- graphs ------------------------------------------------------------------------------------
+
+    def capture_for(self, tokens: int) -> None:
+        """Capture the graph a step of `tokens` replays, if it is still to be captured."""
+        size = self._padded(tokens)
+        if size in self.uncaptured:
+            self.capture(size)
+
+    @torch.no_grad()
+    def capture(self, size: int) -> None:
+        """Capture the graph of one step size; between steps (it writes the step's inputs)."""
+        shape = self.inputs.fill_idle(self.cache.scratch_slot, size)
+        self._forward(shape)  # warm-up: compiles kernels, settles cuBLAS
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits = self._forward(shape)
+        self._pool = graph.pool()
+        self.graphs[size] = Graph(graph, logits)
+        self.uncaptured.remove(size)
 
     # -- sleep -------------------------------------------------------------------------------------
 
     def sleep(self) -> None:
         """Free the KV cache and, on a GPU, park the weights in pinned host memory."""
+        self.asleep = True
         if self.weights is not None:
             self.weights.park()
         self.cache.release()
@@ -100,6 +131,7 @@ class ModelRunner:
         self.cache.restore()  # at the same addresses on a GPU: the graphs stay valid
         if self.weights is not None:
             self.weights.restore()
+        self.asleep = False
 
     # -- start -------------------------------------------------------------------------------------
 
@@ -149,17 +181,3 @@ class ModelRunner:
         peak = torch.cuda.max_memory_allocated() - held
         torch.cuda.empty_cache()
         return peak
-
-    @torch.no_grad()
-    def _capture(self) -> None:
-        """A graph per step size, largest first, all sharing one memory pool."""
-        pool = None
-        for size in reversed(graph_sizes(self.max_tokens)):
-            shape = self.inputs.fill_idle(self.cache.scratch_slot, size)
-            self._forward(shape)  # warm-up: compiles kernels, settles cuBLAS
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                logits = self._forward(shape)
-            pool = graph.pool()
-            self.graphs[size] = Graph(graph, logits)
-        self.graphs = dict(sorted(self.graphs.items()))

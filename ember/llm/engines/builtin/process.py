@@ -100,9 +100,16 @@ class EngineLoop:
     def run(self) -> None:
         idle_reported = True
         while True:
-            for message in self._take(wait=idle_reported and not self.core.has_work()):
+            idle = idle_reported and not self.core.has_work()
+            for message in self._take(wait=idle and not self.core.has_graphs_to_capture()):
                 if not self._handle(message):
                     return
+            if idle and not self.core.has_work() and self.core.has_graphs_to_capture():
+                if done := self.core.capture_next():  # a request arriving now waits for one graph
+                    print(f"engine: {done.count} CUDA graphs captured in {done.seconds:.1f} s, "
+                          "between requests", flush=True)  # fmt: skip
+                    self.sender.put(done)
+                continue
             outputs = self.core.step()
             idle = not self.core.has_work()
             if outputs or (idle and not idle_reported):  # an abort can make it idle
