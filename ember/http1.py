@@ -119,7 +119,8 @@ class _Parser:
         self.keep_alive = self.http.should_keep_alive()
         names = {name.lower() for name, _ in self.headers}
         self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
-        self.headers_done.set_result(True)
+        if not self.headers_done.done():  # cancelled with the request that awaited it
+            self.headers_done.set_result(True)
 
     def on_body(self, body: bytes) -> None:
         self._body.put_nowait(body)
@@ -201,10 +202,9 @@ class Http1Pool:
             room = asyncio.Event()
             parser = _Parser(queue)
             pump = asyncio.ensure_future(self._pump(conn, parser, queue, room, host, port, once))
-            await asyncio.wait([pump, parser.headers_done], return_when=asyncio.FIRST_COMPLETED)
-            if not parser.headers_done.done():
+            if not await parser.headers_done:  # the pump ended without them
                 try:
-                    pump.result()  # raises why the response never came
+                    await pump  # raises why the response never came
                 except HttpError as exc:
                     raise _failure(conn, str(exc), parser.started) from exc
                 raise _failure(
@@ -249,6 +249,8 @@ class Http1Pool:
         except OSError as exc:  # e.g. reset by a peer that died
             raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
         finally:
+            if not parser.headers_done.done():
+                parser.headers_done.set_result(False)
             queue.put_nowait(None)
             if reusable and not once and len(self._idle[(host, port)]) < self._max_idle:
                 conn.idle_since = time.monotonic()

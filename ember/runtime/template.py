@@ -34,7 +34,7 @@ from ember import wire
 from ember.process import die_with_parent
 from ember.runtime import phases
 from ember.runtime.mounts import mount_volumes
-from ember.runtime.replica import Prepared, boot, prepare, report, serve
+from ember.runtime.replica import Prepared, boot, prepare, report, run_serving_loop, serve
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -159,7 +159,7 @@ def become_replica(prepared: Prepared, request: wire.ForkRequest, fds: list[int]
     code = 0
     try:
         mounts = mount_volumes(spec, assignment.replica_id)
-        asyncio.run(serve(prepared, assignment, mounts))
+        run_serving_loop(serve(prepared, assignment, mounts))
     except BaseException as exc:  # noqa: BLE001 - print, report, exit: the server replaces it
         traceback.print_exc()
         message = "".join(traceback.format_exception_only(exc)).strip()
