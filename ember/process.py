@@ -15,14 +15,15 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from ember import wire
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-KILL_ROUNDS = 3  # a process may fork while its tree is killed: walk again, this often at most
+KILL_WAIT = 2.0  # seconds for killed processes to be gone (SIGKILL is not instantaneous)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -72,11 +73,8 @@ def kill(pids: Iterable[int]) -> None:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL `pid` and everything below it, walking again for what forked meanwhile."""
-    for _ in range(KILL_ROUNDS):
-        if not (tree := process_tree(pid)):
-            return
-        kill(tree)
+    """SIGKILL `pid` and everything below it; return once they are gone."""
+    _kill_until_gone(lambda: set(process_tree(pid)))
 
 
 def end_replica(replica_id: str) -> None:
@@ -84,11 +82,18 @@ def end_replica(replica_id: str) -> None:
     its id elsewhere, so nothing of it outlives it. Its ancestors carry the id too (bwrap's init
     in a sandbox): they are spared."""
     spared = _ancestors(os.getpid())
-    for _ in range(KILL_ROUNDS):
-        left = set(process_tree(os.getpid())) | set(carrying([replica_id]))
-        if not (left := left - spared):
-            return
+    _kill_until_gone(
+        lambda: (set(process_tree(os.getpid())) | set(carrying([replica_id]))) - spared
+    )
+
+
+def _kill_until_gone(find: Callable[[], set[int]]) -> None:
+    """Kill what `find` finds until it finds nothing (what forked meanwhile included), or for
+    KILL_WAIT at most (a process stuck in the kernel, in D state, dies when it comes out)."""
+    deadline = time.monotonic() + KILL_WAIT
+    while (left := find()) and time.monotonic() < deadline:
         kill(left)
+        time.sleep(0.005)
 
 
 def _ancestors(pid: int) -> set[int]:

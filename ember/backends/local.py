@@ -364,7 +364,7 @@ class LocalBackend:
                 if handle.sandbox is not None:
                     kill([handle.sandbox])
                 else:
-                    kill_tree(handle.pid)
+                    await asyncio.to_thread(kill_tree, handle.pid)
         await handle.wait()  # and what it left elsewhere (handle.wait)
         self._replicas.discard(handle)
 
