@@ -77,14 +77,26 @@ def kill_tree(pid: int) -> None:
     _kill_until_gone(lambda: set(process_tree(pid)))
 
 
+def kill_replicas(replica_ids: Collection[str]) -> None:
+    """SIGKILL what these replicas left: every process that carries one of their ids, and
+    everything below those (what a subreaper adopted need not carry it); return once gone."""
+    _kill_until_gone(lambda: _units(replica_ids))
+
+
 def end_replica(replica_id: str) -> None:
     """A replica runtime's last act: kill everything it started, below it in the tree or carrying
     its id elsewhere, so nothing of it outlives it. Its ancestors carry the id too (bwrap's init
     in a sandbox): they are spared."""
     spared = _ancestors(os.getpid())
     _kill_until_gone(
-        lambda: (set(process_tree(os.getpid())) | set(carrying([replica_id]))) - spared
+        lambda: (set(process_tree(os.getpid())) | _units([replica_id], spared)) - spared
     )
+
+
+def _units(replica_ids: Collection[str], spared: Collection[int] = ()) -> set[int]:
+    """The processes that carry these ids (but those spared), with everything below them."""
+    roots = set(carrying(replica_ids)).difference(spared)
+    return {pid for root in roots for pid in process_tree(root)}
 
 
 def _kill_until_gone(find: Callable[[], set[int]]) -> None:

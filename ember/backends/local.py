@@ -37,7 +37,7 @@ from ember.backends.base import (
 from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
-from ember.process import carrying, kill, kill_tree, process_tree
+from ember.process import kill, kill_replicas, kill_tree, process_tree
 
 # What a replica inherits from the server's environment: how to find programs, its Python
 # packages and libraries, locale, temp folder, proxies. Documented in the README.
@@ -115,7 +115,7 @@ class LocalReplica:
         every process that carries its id, in a session of its own or not."""
         if self.group is not None:
             _signal_group(self.group, signal.SIGKILL)
-        kill(carrying([self.replica_id]))
+        kill_replicas([self.replica_id])
 
 
 class LocalBackend:
@@ -486,7 +486,7 @@ def stop_leftovers(run_dir: Path) -> None:
             if not _alive(record["server"]):
                 left[record["replica"]] = path
     if left:
-        kill(carrying(left))
+        kill_replicas(left)
     for path in left.values():
         path.unlink(missing_ok=True)
 

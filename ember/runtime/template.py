@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
 from ember import wire
-from ember.process import become_subreaper, carrying, die_with_parent, end_replica, kill
+from ember.process import become_subreaper, die_with_parent, end_replica, kill_replicas
 from ember.runtime import phases
 from ember.runtime.mounts import mount_volumes
 from ember.runtime.replica import Prepared, boot, prepare, report, serve
@@ -129,7 +129,7 @@ class Forker:
                 return
             replica_id = self.children.pop(pid, None)
             if replica_id is not None:  # its leftovers, had it no time to kill them itself
-                kill(carrying([replica_id]))
+                kill_replicas([replica_id])
                 code = os.waitstatus_to_exitcode(status)
                 self.tell(wire.TemplateEvent(replica_id=replica_id, exit_code=code))
 
