@@ -85,6 +85,9 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
     endpoint = f"{first.url}/faults/served/"
     assert httpx.get(endpoint, timeout=60).status_code == 200
     assert ember.Function.from_name("faults", "stubborn").remote(0.1) == "ok"
+    # A daemon with an empty environment too (its pid file holds a host pid only without a
+    # sandbox; in one, it dies with the namespace).
+    daemon = ember.Function.from_name("faults", "detach").remote(str(tmp_path / "d"))["daemon"]
     old = {replica_of(pid) for pid in descendants(first.process.pid)} - {None}
     left = processes_of(old)  # type: ignore[arg-type]
     assert any(b"sleep\x00600" in cmd for cmd in left.values())
@@ -95,6 +98,8 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
     second = start_server(home, port=port, extra_args=options)
     try:
         wait_until(lambda: not processes_of(old))  # type: ignore[arg-type]
+        if not sandbox:
+            wait_until(lambda: not alive(daemon))
         response = httpx.get(endpoint, timeout=60)
         assert response.status_code == 200 and response.text not in old
     finally:
