@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 
 from ember import wire
-from ember.process import die_with_parent
+from ember.process import become_subreaper, die_with_parent, end_replica
 from ember.runtime import phases
 from ember.runtime.app import ReplicaApp
 from ember.runtime.mounts import Mounts, mount_volumes
@@ -88,6 +88,7 @@ async def _start(app: ReplicaApp, assignment: wire.ReplicaAssignment, port: int)
         traceback.print_exc()
         report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         print("replica startup failed; exiting", file=sys.stderr, flush=True)
+        end_replica(assignment.replica_id)
         os._exit(1)
     report(assignment, wire.ReplicaStatus(state="ready", port=port, phases=phases.take()))
 
@@ -159,10 +160,12 @@ def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
 
 def boot() -> tuple[wire.ReplicaSpec, wire.ReplicaAssignment]:
     """What every replica (and template) process does first: read its two messages, die with
-    its parent, wait for its network, and point nested calls at the server."""
+    its parent, adopt what its children leave (it kills it all when it ends: end_replica), wait
+    for its network, and point nested calls at the server."""
     spec = wire.ReplicaSpec.model_validate_json(os.environ.pop(wire.SPEC_ENV))
     assignment = wire.ReplicaAssignment.model_validate_json(os.environ.pop(wire.ASSIGNMENT_ENV))
     die_with_parent()
+    become_subreaper()
     wait_for_network(assignment)
     # Nested calls (`other_function.remote()` inside user code) reach the same server.
     os.environ["EMBER_SERVER_URL"] = spec.server_url
@@ -189,6 +192,8 @@ def main() -> None:
         traceback.print_exc()
         report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         sys.exit(1)
+    finally:  # after the @exit hooks: nothing the user's code started outlives the replica
+        end_replica(assignment.replica_id)
 
 
 if __name__ == "__main__":
