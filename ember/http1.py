@@ -41,6 +41,7 @@ class _Connection:
     writer: asyncio.StreamWriter
     reused: bool = False
     idle_since: float = 0.0
+    quick_ack: bool = False  # the request it carries now asked for ack_now() after each read
 
     def close(self) -> None:
         self.writer.close()
@@ -168,17 +169,22 @@ class Http1Pool:
         body: bytes | AsyncIterator[bytes] = b"",
         connect_timeout: float | None = 5.0,
         fresh: bool = False,
+        quick_ack: bool = False,
     ) -> Response:
         """Send a request; returns once the response headers are in (the body streams).
 
-        `fresh`: on a new connection, not returned to the pool (health probes)."""
+        `fresh`: on a new connection, not returned to the pool (health probes). `quick_ack`:
+        acknowledge each read at once (a peer behind pasta: _Connection.ack_now); a syscall per
+        read, so only where it is needed."""
         conn = await self._connect(host, port, connect_timeout, fresh)
+        conn.quick_ack = quick_ack
         try:
             return await self._send(conn, method, host, port, target, headers or [], body, fresh)
         except _StaleConnection:
             if not isinstance(body, bytes):
                 raise  # a streamed body cannot be sent twice
         conn = await self._connect(host, port, connect_timeout, fresh=True)
+        conn.quick_ack = quick_ack
         return await self._send(conn, method, host, port, target, headers or [], body, fresh)
 
     async def _send(
@@ -236,7 +242,8 @@ class Http1Pool:
                     room.clear()
                     await room.wait()
                 data = await conn.reader.read(CHUNK)
-                conn.ack_now()
+                if conn.quick_ack:
+                    conn.ack_now()
                 parser.started = parser.started or bool(data)
                 if not data:
                     if not (parser.complete or parser.until_close):
