@@ -24,7 +24,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def replicas_of(server_pid: int) -> list[int]:
-    """The server's replica processes (its descendants running ember.runtime.replica)."""
+    """The server's replica processes (its descendants running ember.runtime.replica). Its own
+    walk, not ember.process.process_tree: bench/versus.py runs this against older commits."""
     found, stack = [], [server_pid]
     while stack:
         pid = stack.pop()
