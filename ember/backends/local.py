@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -35,6 +36,7 @@ from ember.backends.base import (
 )
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
+from ember.runtime.mounts import replica_dir
 
 # What a replica inherits from the server's environment: how to find programs, its Python
 # packages and libraries, locale, temp folder, proxies. Documented in the README.
@@ -67,6 +69,7 @@ class LocalReplica:
     checkpointed: list[int] = field(default_factory=list)  # its processes parked by the driver
     group: int | None = None  # its process group, killed with it when it has no sandbox
     record: Path | None = None
+    scratch: Path | None = None  # its sandbox's volume working copies, removed when it exits
     sandbox: int | None = None  # PID 1 of its sandbox (bwrap's init): killing it kills them all
     network: asyncio.subprocess.Process | None = field(default=None, repr=False)  # pasta
     network_log: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -102,6 +105,8 @@ class LocalReplica:
             await self.network.wait()
         if self.record is not None:
             self.record.unlink(missing_ok=True)
+        if self.scratch is not None:
+            await asyncio.to_thread(shutil.rmtree, self.scratch, True)
         return code
 
 
@@ -119,6 +124,7 @@ class LocalBackend:
     ) -> None:
         self._gpus, self._base_env = tuple(gpus), dict(base_env)
         self._server_ports, self._run_dir = tuple(server_ports), run_dir
+        self._data_dir = run_dir.parent  # the run dir is $EMBER_HOME/run; replicas don't see it
         self._sandbox, self._isolation_missing = sandbox, isolation_missing
         self._replicas: set[LocalReplica] = set()
         self._templates: set[LocalTemplate] = set()
@@ -131,6 +137,7 @@ class LocalBackend:
             gpus=self._gpus,
             cores=len(os.sched_getaffinity(0)),
             isolation_missing=self._isolation_missing,
+            tenancy_missing=self._sandbox.shared if self._sandbox else self._isolation_missing,
             memory_limit_missing=no_cgroups,
             cpu_limit_missing=None,  # CPU affinity
             forking_missing=None,
@@ -275,10 +282,14 @@ class LocalBackend:
             return self._replica(
                 launch, process, process.pid, port, web.port if web else None, status
             )
+        spec, replica_id = launch.spec, launch.assignment.replica_id
+        scratch = replica_dir(Path(spec.volume_root), replica_id) if spec.volume_root else None
+        view = await asyncio.to_thread(self._sandbox.view, launch, self._data_dir, scratch)
         info_r, info_w = os.pipe()
         try:
             try:
-                process = await spawn.run(self._sandbox.wrap(spawn.argv, info_w), extra_fd=info_w)
+                argv = self._sandbox.wrap(spawn.argv, info_w, view)
+                process = await spawn.run(argv, extra_fd=info_w)
             finally:
                 os.close(info_w)
             init = await read_child_pid(info_r)
@@ -286,7 +297,7 @@ class LocalBackend:
             os.close(info_r)
         forwards = {_free_port(): web.port} if web and web.port else {}
         replica = self._replica(launch, process, init, port, next(iter(forwards), None), status)
-        replica.sandbox = init
+        replica.sandbox, replica.scratch = init, scratch
         try:
             await self._connect(replica, forwards, go)
         except BaseException:

@@ -158,6 +158,12 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
             f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
             "function runs one replica, on the host's port.[/yellow]"
         )
+    if capabilities.tenancy_missing is None:
+        console.print("Apps: isolated from each other (replicas run as an unprivileged user)")
+    else:
+        console.print(f"[yellow]Apps are not isolated from each other (single-tenant mode): "
+                      f"{capabilities.tenancy_missing}. Replicas can read the server's data "
+                      "directory; see the README's Security section.[/yellow]")  # fmt: skip
     forking = capabilities.forking_missing or "on (enable_memory_snapshot)"
     parking = capabilities.checkpoint_missing
     console.print(f"Cold starts: forked replicas {forking}; parked replicas "

@@ -19,6 +19,7 @@ def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "marks"
     monkeypatch.setenv("EMBER_TEST_MARKS", str(path))
     path.touch()
+    path.chmod(0o666)  # replicas append (as `ember-replica` where the server is root)
     return path
 
 

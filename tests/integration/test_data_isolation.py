@@ -1,0 +1,79 @@
+"""Replicas cannot read the server's data, tested as an attacker would: a function of one app
+looks for the data directory, the key file, the database, the admin config, and another app's
+source and volume, from a fresh replica and from one forked from a template."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningServer, start_server
+from tests.integration.helpers import ember_cli, load
+
+SANDBOXED = shutil.which("bwrap") is not None and shutil.which("pasta") is not None
+ROOT = os.geteuid() == 0
+pytestmark = pytest.mark.skipif(not SANDBOXED, reason="needs bubblewrap and passt")
+
+
+def test_a_replica_sees_only_its_own_app_of_the_data_directory(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    home, env = server.home, server.env()
+    victim_file, own_file = tmp_path / "secret.txt", tmp_path / "own.txt"
+    victim_file.write_text("the victim's data")
+    own_file.write_text("the snooper's own data")
+    for command in (
+        ("volume", "create", "victim-data"),
+        ("volume", "put", "victim-data", str(victim_file), "/secret.txt"),
+        ("volume", "create", "snooper-data"),
+        ("volume", "put", "snooper-data", str(own_file), "/own.txt"),
+    ):
+        assert ember_cli(*command, env=env).returncode == 0
+    load("hello").app.deploy()
+    snooper = load("snooper")
+    snooper.app.deploy()
+    forbidden = [
+        f"{home}/secret.key",
+        f"{home}/ember.db",
+        f"{home}/ember.db-wal",
+        f"{home}/config.toml",
+        f"{home}/apps/hello/v1/hello.py",
+        f"{home}/apps/hello",
+        f"{home}/volumes/victim-data/HEAD",
+        f"{home}/volumes/victim-data/snapshots",
+        f"/proc/{server.process.pid}/environ",
+    ]
+    own = ["/data/own.txt", f"{home}/apps/snooper/v1/snooper.py"]
+    listed = [str(home), f"{home}/apps", f"{home}/volumes"]
+
+    for found in (snooper.look.remote(forbidden + own + listed),
+                  snooper.Forked().look.remote(forbidden + own + listed)):  # fmt: skip
+        paths = found["paths"]
+        for path in forbidden:
+            assert not paths[path].startswith(("read", "listed")), (path, paths[path])
+        assert paths["/data/own.txt"] == "read: the snooper's own data"
+        assert paths[f"{home}/apps/snooper/v1/snooper.py"].startswith("read: ")
+        for path in listed:  # the data directory holds only what this replica was given
+            entries = set(paths[path].removeprefix("listed: ").split(","))
+            assert not entries & {"ember.db", "secret.key", "config.toml", "hello", "victim-data"}
+        assert paths[f"{home}/apps"] == "listed: snooper"
+        assert "EMBER_HOME" not in found["env"]
+        if ROOT:  # the second wall: even outside its view, the replica's user is shut out
+            assert found["uid"] == pwd.getpwnam("ember-replica").pw_uid
+    info = home.stat()
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (os.geteuid(), 0o700)
+
+
+def test_a_server_that_cannot_isolate_apps_says_it_is_single_tenant(tmp_path: Path) -> None:
+    running = start_server(tmp_path / "home", extra_args=["--no-sandbox"])
+    try:
+        startup = " ".join(running.log_path.read_text().split())
+        assert "Apps are not isolated from each other (single-tenant mode)" in startup
+        assert "--no-sandbox was given" in startup
+    finally:
+        running.stop()
