@@ -54,6 +54,9 @@ from ember.runtime.mounts import check_mount_path, mount_link
 
 NETWORK_TIMEOUT = 10.0  # seconds for pasta to set up a replica's network
 REPLICA_USER = "ember-replica"
+# Folders of the data directory every replica reads: the default LLM's weights, converted there
+# by `ember llm serve` (a public model). Handed to the user at each start: it gains models.
+SHARED_READ = ("models",)
 
 
 class SandboxError(Exception):
@@ -104,6 +107,7 @@ class View:
     read: tuple[Path, ...]
     write: tuple[tuple[Path, Path], ...]
     links: tuple[tuple[str, Path], ...] = ()  # volume mount links (target, path) in hidden folders
+    home: Path | None = None  # $HOME inside, where it is not the server's
 
     def arguments(self) -> list[str]:
         args = [arg for folder in self.hidden for arg in ("--tmpfs", str(folder))]
@@ -118,7 +122,7 @@ class View:
             args += [flag, str(source), str(inside)]
         for target, path in self.links:
             args += ["--symlink", target, str(path)]
-        return args
+        return args + (["--setenv", "HOME", str(self.home)] if self.home else [])
 
 
 @dataclass(frozen=True)
@@ -154,31 +158,31 @@ class Sandbox:
 
     def view(self, launch: ReplicaLaunch, data_dir: Path, scratch: Path | None) -> View:
         """What `launch` sees of `data_dir`, with what it needs handed to its user (blocking:
-        run it in a thread). `scratch` (made here) holds its volumes' working copies."""
-        spec = launch.spec
-        read = [Path(p) for p in (spec.source_dir, spec.ca_cert) if p]
-        if launch.python and Path(launch.python).is_relative_to(data_dir):
-            read.append(Path(launch.python).parents[2])  # the image: <hash>/venv/bin/python
-        read = [p for p in read if p.is_relative_to(data_dir)]
-        volumes = [Path(spec.volume_root or data_dir) / n for n in spec.function.volumes.values()]
-        write = [(v, v) for v in sorted(set(volumes))]
-        if scratch is not None and volumes:
+        run it in a thread). `scratch` (made here, if the replica needs it) holds its volumes'
+        working copies and, for `user`, its home folder."""
+        read, volumes = _needs(launch, data_dir)
+        write = [(v, v) for v in volumes]
+        home = None
+        if scratch is not None and (volumes or self.user):
             scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Bound as the whole `.replicas` folder: a template's forked replicas make theirs in it.
             write.append((scratch, scratch.parent))
+            if self.user is not None:  # the server's $HOME is not the user's to write in
+                (scratch / "home").mkdir(exist_ok=True)
+                home = scratch.parent / "home"
         if self.user is None:
             return View((data_dir,), tuple(read), tuple(write))
         self._grant([p for p in read if p not in self.granted], write=False)
-        self.granted.update(read)
+        self.granted.update(p for p in read if p.parent != data_dir)  # not SHARED_READ
         self._grant([source for source, _ in write], write=True)
         runtime = [p for p in _runtime_paths() if not p.is_relative_to(data_dir)]
-        mounts = [Path(check_mount_path(p)) for p in spec.function.volumes]
+        mounts = [Path(check_mount_path(p)) for p in launch.spec.function.volumes]
         closed = {c for p in [data_dir, *runtime, *mounts] if (c := self._highest_closed(p))}
         hidden = tuple(sorted(c for c in closed | {data_dir} if not _under(c, closed - {c})))
         read = [p for p in runtime if _under(p, hidden)] + read
         # A mount link the server made in a folder the user cannot pass is made again in the view.
         links = tuple((mount_link(str(p)), p) for p in mounts if _under(p, hidden))
-        return View(hidden, tuple(read), tuple(write), links)
+        return View(hidden, tuple(read), tuple(write), links, home)
 
     def _highest_closed(self, path: Path) -> Path | None:
         """The highest folder above `path` that the user cannot pass (/root, say): the view
@@ -273,6 +277,18 @@ class Sandbox:
             raise SandboxError(f"bwrap exited with {code}: {stderr.decode(errors='replace')}")
 
 
+def _needs(launch: ReplicaLaunch, data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """What of `data_dir` the replica reads (its source, its image, the server's certificate,
+    SHARED_READ) and writes (its volumes)."""
+    spec = launch.spec
+    read = [Path(p) for p in (spec.source_dir, spec.ca_cert) if p]
+    if launch.python:
+        read.append(Path(launch.python).parents[2])  # the image: <hash>/venv/bin/python
+    read += [data_dir / name for name in SHARED_READ if (data_dir / name).is_dir()]
+    volumes = {Path(spec.volume_root or data_dir) / n for n in spec.function.volumes.values()}
+    return [p for p in read if p.is_relative_to(data_dir)], sorted(volumes)
+
+
 def _as_replica_user(plain: Sandbox) -> Sandbox:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
@@ -294,6 +310,8 @@ def grant(tree: Path, gid: int, write: bool) -> None:
     A tree it may write also passes the access on to what is made in it later (by the server,
     whose umask is 077, or by a replica): a default ACL, where the filesystem has them."""
     add = stat.S_IRGRP | (stat.S_IWGRP if write else 0)
+    if tree.is_file():  # the server's certificate
+        _grant_one(tree, gid, add)
     for folder, _, files in os.walk(tree):
         _grant_one(Path(folder), gid, add | stat.S_IXGRP)
         if write:

@@ -20,11 +20,24 @@ def attempt(path: str) -> str:
         return type(exc).__name__
 
 
+def home_is_writable() -> str:
+    """Whether the code can write caches in $HOME, as libraries do (~/.cache)."""
+    try:
+        cache = os.path.join(os.environ["HOME"], ".cache", "snooper")
+        os.makedirs(cache, exist_ok=True)
+        with open(os.path.join(cache, "probe"), "w") as f:
+            f.write("cached")
+        return "yes"
+    except OSError as exc:
+        return type(exc).__name__
+
+
 def findings(paths: list[str]) -> dict[str, object]:
     return {
         "paths": {path: attempt(path) for path in paths},
         "uid": os.getuid(),
         "env": dict(os.environ),
+        "home_writable": home_is_writable(),
     }
 
 

@@ -63,6 +63,7 @@ def test_a_replica_sees_only_its_own_app_of_the_data_directory(
             assert not entries & {"ember.db", "secret.key", "config.toml", "hello", "victim-data"}
         assert paths[f"{home}/apps"] == "listed: snooper"
         assert "EMBER_HOME" not in found["env"]
+        assert found["home_writable"] == "yes"
         if ROOT:  # the second wall: even outside its view, the replica's user is shut out
             assert found["uid"] == pwd.getpwnam("ember-replica").pw_uid
     info = home.stat()
