@@ -87,17 +87,18 @@ def test_redeploys_rebuild_templates_and_stopping_the_app_stops_them(
     server: RunningServer, snapshots, marks: Path
 ) -> None:  # type: ignore[no-untyped-def]
     wait_until(lambda: function("Forked").snapshot == "ready", timeout=60)
-    first = template_processes()
+    first = template_processes(server)
     assert first
     snapshots.app.deploy()
     wait_until(
         lambda: app_info("snapshots").version == 2 and function("Forked").snapshot == "ready",
         timeout=60,
     )
-    wait_until(lambda: not (set(first) & set(template_processes())), timeout=60)  # old ones gone
+    # The old ones are gone.
+    wait_until(lambda: not (set(first) & set(template_processes(server))), timeout=60)
     assert lines(marks).count("snap") == 2
     assert ember_cli("app", "stop", "snapshots", env=server.env()).returncode == 0
-    wait_until(lambda: not template_processes(), timeout=60)
+    wait_until(lambda: not template_processes(server), timeout=60)
 
 
 def test_an_idle_replica_parks_and_a_call_restores_it(snapshots, marks: Path) -> None:  # type: ignore[no-untyped-def]
@@ -122,8 +123,9 @@ def test_a_failed_restore_is_served_by_a_fresh_replica(snapshots, marks: Path) -
     assert function("Parks").cold_start.tier == "fresh"  # type: ignore[union-attr]
 
 
-def template_processes() -> list[int]:
-    """Host pids of template processes (not their sandboxes, not the replicas they forked)."""
+def template_processes(server: RunningServer) -> list[int]:
+    """Host pids of `server`'s template processes (not their sandboxes, not the replicas they
+    forked; not other servers' either: other test runs may share this host)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -133,6 +135,7 @@ def template_processes() -> list[int]:
             continue
         program = Path(argv[0].decode()).name
         is_template = b"ember.runtime.template" in argv and program != "bwrap"
-        if is_template and f"{wire.REPLICA_ID_ENV}=t-".encode() in environ:
+        ours = str(server.home).encode() in environ  # in its spec's paths
+        if is_template and ours and f"{wire.REPLICA_ID_ENV}=t-".encode() in environ:
             found.append(int(entry.name))
     return found
