@@ -1,7 +1,7 @@
-"""A replica in its own network and PID namespaces: bubblewrap makes them, pasta connects them.
+"""A replica in its own network, PID and IPC namespaces: bubblewrap makes them, pasta networks it.
 
 What rootless container engines do, with the same tools (Debian's `bubblewrap` and `passt`):
-- `bwrap` puts the replica in new user, network and PID namespaces, under bwrap's own init
+- `bwrap` puts the replica in new user, network, PID and IPC namespaces, under bwrap's own init
   (PID 1: it reaps orphans; the replica, PID 2, can signal itself as any process can). When the
   replica exits, the init does, and the kernel kills whatever else runs in the namespace; the
   whole sandbox dies with the server (`--die-with-parent`), even on `kill -9`.
@@ -199,7 +199,7 @@ class Sandbox:
     def wrap(self, argv: Sequence[str], info_fd: int, view: View | None = None) -> list[str]:
         """`argv` run in a sandbox; bwrap writes the host PID of the sandbox's init on `info_fd`."""
         files = ["--dev-bind", "/", "/", "--proc", "/proc", *(view.arguments() if view else [])]
-        common = ["--unshare-net", "--unshare-pid", "--die-with-parent", *files,
+        common = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", *files,
                   "--info-fd", str(info_fd), "--"]  # fmt: skip
         if self.user is None:
             uid, gid = str(os.getuid()), str(os.getgid())
