@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -19,10 +20,13 @@ from tests.conftest import RunningServer, start_server  # the test suite's serve
 
 
 @contextlib.contextmanager
-def deployed(app_file: str) -> Iterator[tuple[RunningServer, ModuleType]]:
-    """A fresh `ember server` in a temporary home with `bench/<app_file>` deployed."""
+def deployed(
+    app_file: str, cluster: Any = None, server_args: list[str] | None = None
+) -> Iterator[tuple[RunningServer, ModuleType]]:
+    """A fresh `ember server` (given `server_args`) in a temporary home with `bench/<app_file>`
+    deployed; on the Ray backend if given a cluster (tests/ray_cluster.py: RayCluster)."""
     with tempfile.TemporaryDirectory() as home:
-        server = start_server(Path(home))
+        server = start_server(Path(home), cluster=cluster, extra_args=server_args)
         os.environ.update(server.env())
         from ember.cli.loader import import_file
 

@@ -2,7 +2,10 @@
 added latency (p50/p99) for small requests at concurrency 1 and 32, and the event rate of a
 1,000-event SSE response.
 
-    .venv/bin/python bench/gateway.py [--runs 5] [--requests 500]
+    .venv/bin/python bench/gateway.py [--runs 5] [--requests 500] [--no-sandbox]
+
+The upstream is sandboxed (its own network namespace, reached through pasta) unless the server
+runs with `--no-sandbox`.
 """
 
 from __future__ import annotations
@@ -67,8 +70,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=640)
     parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
+    parser.add_argument("--no-sandbox", action="store_true", help="ember server --no-sandbox")
     args = parser.parse_args()
-    with deployed("gateway_app.py") as (server, module):
+    server_args = ["--no-sandbox"] if args.no_sandbox else []
+    with deployed("gateway_app.py", server_args=server_args) as (server, module):
         gateway = f"{server.url}/bench-gateway/upstream"
         httpx.get(gateway + "/small", timeout=120)  # scale from zero once
         direct = f"http://127.0.0.1:{web_server_port(module.PORT)}"

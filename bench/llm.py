@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ember.llm.config import LLMConfig
 
@@ -107,7 +108,7 @@ def serve_builtin(config_json: str) -> None:
     """The built-in engine under plain uvicorn (the `direct` baseline)."""
     import uvicorn
 
-    from ember.llm.engines.builtin import BuiltinEngine
+    from ember.llm.engines.builtin.client import BuiltinEngine
     from ember.llm.serving import openai_app
 
     engine = BuiltinEngine(LLMConfig.model_validate_json(config_json))
@@ -116,9 +117,12 @@ def serve_builtin(config_json: str) -> None:
 
 
 @contextlib.contextmanager
-def through_ember(engine: str, model_dir: Path, home: Path) -> Iterator[tuple[str, str]]:
+def through_ember(
+    engine: str, model_dir: Path, home: Path, extra: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
     command = [sys.executable, "-m", "ember.cli.main", "llm", "serve", str(model_dir), "--json"]
     command += ["--engine", engine, "--name", f"bench-{engine}", "--port", str(EMBER_PORT)]
+    command += extra or []
     process = subprocess.Popen(
         command, env={**os.environ, "EMBER_HOME": str(home)}, stdout=subprocess.PIPE, text=True
     )
@@ -188,140 +192,30 @@ def cpu_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- GPU: the built-in engine alone ----------------------------------------------------------------
-
-SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2-0.5b": {
-        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
-        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-        "vocab_size": 151936, "max_position_embeddings": 32768, "tie_word_embeddings": True,
-    },
-    "llama3-8b": {
-        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "vocab_size": 128256, "max_position_embeddings": 8192, "rope_theta": 500000.0,
-    },
-    "tiny": {  # a smoke test of this script on a machine without a GPU
-        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "vocab_size": 1000, "max_position_embeddings": 2048,
-    },
-}  # fmt: skip
-
-
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def synchronize() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def random_model(shape: str) -> Any:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    fields = dict(SHAPES[shape])
-    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
-    with torch.device(device()):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
-    return model.eval()
-
-
-async def decode_rate(
-    engine: Any, batch: int, prompt_len: int, new_tokens: int
-) -> dict[str, float]:
-    import torch
-
-    from ember.llm.engines.base import SamplingParams
-
-    params = SamplingParams(max_tokens=new_tokens, temperature=0.0)
-    prompts = torch.randint(0, 1000, (batch, prompt_len)).tolist()
-    first: list[float] = []
-    start = time.perf_counter()
-
-    async def one(prompt: list[int]) -> int:
-        count = 0
-        async for step in engine.generate(prompt, params):
-            if count == 0:
-                first.append(time.perf_counter() - start)
-            count += len(step.token_ids)
-        return count
-
-    tokens = sum(await asyncio.gather(*(one(p) for p in prompts)))
-    wall = time.perf_counter() - start
-    return {"tokens_per_s": tokens / wall, "ttft_s": statistics.median(first), "tokens": tokens}
-
-
-def generate_rate(model: Any, prompt_len: int, new_tokens: int) -> float:
-    """transformers' own `generate`, one stream: the baseline."""
-    import torch
-
-    prompt = torch.randint(0, 1000, (1, prompt_len), device=device())
-    model.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)  # warm
-    synchronize()
-    start = time.perf_counter()
-    model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    synchronize()
-    return new_tokens / (time.perf_counter() - start)
+# -- GPU: see bench/llm_gpu.py ---------------------------------------------------------------------
 
 
 def gpu(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+    import llm_gpu
 
-    from ember.llm.engines.builtin import BuiltinEngine
-
-    name = torch.cuda.get_device_name() if device() == "cuda" else "cpu"
-    results: dict[str, Any] = {"device": name}
-    batches = [int(b) for b in args.batches.split(",")]
-    for shape in args.shapes.split(","):
-        model = random_model(shape)
-        results[f"{shape} generate bs1"] = generate_rate(model, args.prompt_len, args.new_tokens)
-        print(shape, "generate", results[f"{shape} generate bs1"], flush=True)
-        for variant in args.variants.split(","):
-            graphs = variant != "eager"
-            settings = {"model": {"name": shape, "max_model_len": 1024}}
-            service = {"fast_boot": not graphs, "gpu": "any" if device() == "cuda" else None}
-            config = LLMConfig.parse({**settings, "service": service}, "bench")
-            engine = BuiltinEngine(config)
-            if variant.startswith("graphs-kv"):  # a smaller KV padding: more graphs, less work each
-                engine.kv_padding = int(variant.removeprefix("graphs-kv"))
-            start = time.perf_counter()
-            engine.serve_model(model, [])  # random weights: no end-of-sequence token
-            label = f"{shape} {variant}"
-            results[f"{label} start_s"] = time.perf_counter() - start
-            for batch in batches:
-                asyncio.run(decode_rate(engine, min(batch, 2), args.prompt_len, 8))  # warm
-                figures = asyncio.run(decode_rate(engine, batch, args.prompt_len, args.new_tokens))
-                results[f"{label} bs{batch}"] = figures
-                print(label, batch, figures, flush=True)
-            if variant == "graphs":
-                results[f"{shape} sleep_s"], results[f"{shape} wake_s"] = sleep_wake(engine)
-                woken = asyncio.run(decode_rate(engine, 1, args.prompt_len, 8))
-                results[f"{shape} ttft_after_wake_s"] = woken["ttft_s"]
-            engine.stop()
-        del model
-        torch.cuda.empty_cache()
+    out = llm_gpu.out_dir()
+    results: dict[str, Any] = {}
+    parts = args.parts.split(",")
+    if "check" in parts:
+        results["check"] = llm_gpu.check(out)
+        print("check", results["check"], flush=True)
+    if "engine" in parts:
+        batches = [int(b) for b in args.batches.split(",")]
+        results["engine"] = llm_gpu.engine_shapes(args.shapes.split(","), batches, args.new_tokens)
+    if "serve" in parts:
+        concurrencies = [int(c) for c in args.concurrency.split(",")]
+        results["serve"] = llm_gpu.serve(
+            args.serve_shape, Path(args.tokenizer), concurrencies, args.new_tokens, args.runs,
+            through_ember,
+        )  # fmt: skip
+        print(llm_gpu.serve_table(results["serve"]), flush=True)
+    (out / "llm_gpu.json").write_text(json.dumps(results, indent=2))
     return results
-
-
-def sleep_wake(engine: Any) -> tuple[float, float]:
-    import torch
-
-    start = time.perf_counter()
-    asyncio.run(engine.sleep())
-    slept = time.perf_counter() - start
-    if device() == "cuda":
-        print("GPU memory while asleep:", torch.cuda.memory_allocated() / 2**30, "GiB", flush=True)
-    start = time.perf_counter()
-    asyncio.run(engine.wake_up())
-    return slept, time.perf_counter() - start
 
 
 def main() -> None:
@@ -334,13 +228,14 @@ def main() -> None:
     on_cpu.add_argument("--max-tokens", type=int, default=64)
     on_cpu.add_argument("--model", help="a model folder (default: the default model)")
     on_gpu = sub.add_parser("gpu")
+    on_gpu.add_argument("--parts", default="check,engine,serve")
     on_gpu.add_argument("--shapes", default="qwen2-0.5b,llama3-8b")
-    on_gpu.add_argument("--batches", default="1,32,128")
-    on_gpu.add_argument(
-        "--variants", default="eager,graphs", help="eager, graphs (the engine default), graphs-kvN"
-    )
-    on_gpu.add_argument("--prompt-len", type=int, default=128)
+    on_gpu.add_argument("--batches", default="1,8,32,128")
+    on_gpu.add_argument("--concurrency", default="1,8,32,128")
+    on_gpu.add_argument("--runs", type=int, default=2)
     on_gpu.add_argument("--new-tokens", type=int, default=128)
+    on_gpu.add_argument("--tokenizer", help="a folder with tokenizer files (for serve)")
+    on_gpu.add_argument("--serve-shape", default="qwen2-0.5b")
     for each in (on_cpu, on_gpu):
         each.add_argument("--json", help="also write the figures to this file")
     serve = sub.add_parser("serve-builtin")  # internal: the direct baseline's server

@@ -336,6 +336,8 @@ class ReplicaSpec(BaseModel):
     graceful_shutdown: float = 30.0
     ca_cert: str | None = None  # to verify the server's certificate on nested calls
     volume_root: str | None = None  # where the server keeps volumes; mounts: function.volumes
+    volume_storage: str = "local"  # its driver: "local" or "shared" (runtime/volume_storage.py)
+    volume_scratch: str | None = None  # working copies on the node's disk (shared storage)
 
 
 class ReplicaAssignment(BaseModel):

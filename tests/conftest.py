@@ -13,11 +13,17 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.postgres import PostgresCluster, skip_without_postgres
+
 APPS = Path(__file__).parent / "apps"
+# The backend that the `server` fixture's servers use: "local", or "ray" (a Ray cluster of three
+# nodes on this machine, started once per session: tests/ray_cluster.py).
+BACKEND = os.environ.get("EMBER_TEST_BACKEND", "local")
 
 
 def free_port() -> int:
@@ -59,6 +65,7 @@ class RunningServer:
     url: str
     home: Path
     log_path: Path
+    cluster: Any = None  # the RayCluster its replicas run on (--backend ray)
 
     @property
     def token(self) -> str:
@@ -76,11 +83,15 @@ class RunningServer:
         return env
 
     def replica_pids(self) -> list[int]:
+        if self.cluster is not None:
+            return [p for p in self.cluster.replica_pids() if alive(p)]
         return [p for p in descendants(self.process.pid) if alive(p)]
 
     def stop(self) -> list[int]:
         """SIGTERM the server; returns replica processes that outlived it (should be none)."""
         pids = descendants(self.process.pid)
+        if self.cluster is not None:
+            pids += self.cluster.replica_pids()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=60)
@@ -96,7 +107,23 @@ def start_server(
     tls_self_signed: bool = False,
     extra_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    cluster: Any = None,
+    shared_volumes: bool = True,
 ) -> RunningServer:
+    """A real `ember server`; on the Ray backend when given a RayCluster, with its volumes on
+    the shared-filesystem driver (a folder every node of that cluster sees) unless told not."""
+    if cluster is not None:
+        extra_args = [
+            "--backend",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--ray-node-dir",
+            str(cluster.root / "node"),
+            *(extra_args or []),
+        ]
+        if shared_volumes:
+            extra_args += ["--volumes-path", str(home / "shared-volumes")]
     port = port or free_port()
     log_path = home / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -125,17 +152,38 @@ def start_server(
                 ssl.create_default_context(cafile=cert) if tls_self_signed else True
             )
             if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
-                return RunningServer(process, url, home, log_path)
+                return RunningServer(process, url, home, log_path, cluster)
         except httpx.HTTPError:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not start")
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A Ray cluster on this machine: a head and two workers with two (declared) H100 each."""
+    from tests.ray_cluster import RayCluster, ray_installed
+
+    if not ray_installed():
+        pytest.skip("Ray is not installed (the ray extra: scripts/setup ray)")
+    cluster = RayCluster()
+    try:
+        cluster.add_node(num_cpus=2)
+        for _ in range(2):
+            cluster.add_node(num_cpus=4, num_gpus=2, gpu_type="H100")
+        yield cluster
+    finally:
+        assert not cluster.stop(), "Ray processes outlived the cluster"
+
+
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    """A real server in its own EMBER_HOME, with this process's SDK pointed at it."""
-    running = start_server(tmp_path / "home")
+def server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
+    """A real server in its own EMBER_HOME, with this process's SDK pointed at it; on
+    EMBER_TEST_BACKEND's backend."""
+    cluster = request.getfixturevalue("ray_cluster") if BACKEND == "ray" else None
+    running = start_server(tmp_path / "home", cluster=cluster)
     for key, value in running.env().items():
         monkeypatch.setenv(key, value)
     yield running
@@ -152,3 +200,29 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session (started on first need)."""
+    cluster = PostgresCluster(skip_without_postgres(), free_port())
+    cluster.create()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    cluster.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh database on the session's PostgreSQL cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store database in each dialect: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ember.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -2,7 +2,8 @@
 
 The server decides how many replicas each pool gets and which GPUs each one holds; a backend
 starts one from a `ReplicaLaunch`, reports when it is ready (or why it failed) and when it exits,
-and stops it. Implementations: `local.py` (sandboxed processes on this host).
+and stops it. Implementations: `local.py` (sandboxed processes on this host), `ray.py` (each
+replica a Ray actor, placed by Ray's scheduler on a node of a cluster).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Gpu:
     type: str  # canonical, as `gpu=` spells it (ember/resources.py)
     name: str  # as the driver names it
     memory_mib: int = 0
+    node: str = ""  # the machine it is in ("": this host); a replica's GPUs are on one machine
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Capabilities:
     isolation_missing: str | None  # network namespace + PID namespace per replica
     memory_limit_missing: str | None  # `memory=` enforced
     cpu_limit_missing: str | None  # `cpu=` enforced
+    where: str = "this host"  # what the GPUs are in, for messages ("the Ray cluster")
     forking_missing: str | None = "not supported"  # replicas forked from a template process
     checkpoint_missing: str | None = "not supported"  # parked replicas free their GPU
     # Apps isolated from each other and from the server's data (replicas as another user);
@@ -97,6 +100,10 @@ class ReplicaHandle(Protocol):
 
     async def wait(self) -> int:
         """Wait for the replica to exit; returns its exit code."""
+        ...
+
+    async def sync_logs(self) -> None:
+        """Deliver every line the replica printed so far to the launch's `on_log`."""
         ...
 
 

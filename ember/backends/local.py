@@ -2,7 +2,8 @@
 
 Replicas run in a sandbox (sandbox.py: own network and PID namespaces) where the host allows it,
 else as plain processes in their own session. Each gets a listening socket on the host's
-loopback, made here and inherited, a status pipe on which it reports ready or failed, and an
+loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts this backend on each
+node), made here and inherited, a status pipe on which it reports ready or failed, and an
 environment built from nothing but BASE_ENV, the image's env, its secrets and its assignment:
 nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
 """
@@ -34,6 +35,7 @@ from ember.backends.base import (
     ReplicaStartFailed,
     Template,
 )
+from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
 from ember.runtime.mounts import replica_dir
@@ -47,8 +49,6 @@ BASE_ENV = (
 )  # fmt: skip
 STATUS_DRAIN = 2.0  # seconds to read a status a replica wrote just before it exited
 KILL_TEMPLATE_GRACE = 5.0
-READ_CHUNK = 64 * 1024
-MAX_LINE = 16 * 1024  # longer output without a newline is logged in pieces
 
 
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -97,6 +97,9 @@ class LocalReplica:
             raise ReplicaStartFailed(f"replica exited with code {await self.wait()} during startup")
         return wire.ReplicaStatus.model_validate_json(report)
 
+    async def sync_logs(self) -> None:
+        """Nothing to fetch: the pump reads the replica's pipe on this host as lines come."""
+
     async def wait(self) -> int:
         code = await asyncio.shield(self.exit)
         await self.log_pump  # the last lines (a traceback, say) reach the log first
@@ -121,8 +124,9 @@ class LocalBackend:
         run_dir: Path,
         sandbox: Sandbox | None,
         isolation_missing: str | None,
+        host: str = "127.0.0.1",
     ) -> None:
-        self._gpus, self._base_env = tuple(gpus), dict(base_env)
+        self._gpus, self._base_env, self._host = tuple(gpus), dict(base_env), host
         self._server_ports, self._run_dir = tuple(server_ports), run_dir
         self._data_dir = run_dir.parent  # the run dir is $EMBER_HOME/run; replicas don't see it
         self._sandbox, self._isolation_missing = sandbox, isolation_missing
@@ -168,7 +172,7 @@ class LocalBackend:
     async def fork_replica(self, template: Template, launch: ReplicaLaunch) -> LocalReplica:
         """A replica forked from `template`, in the template's sandbox."""
         assert isinstance(template, LocalTemplate)
-        listener = _listener()
+        listener = _listener(self._host)
         port = listener.getsockname()[1]
         status_r, status_w = os.pipe()
         log_r, log_w = os.pipe()
@@ -197,6 +201,8 @@ class LocalBackend:
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(logs, launch.on_log)),
             tier="fork",
+            record=_record(self._run_dir, assignment.replica_id),  # its children carry its id
+            host=self._host,
         )
         self._replicas.add(replica)
         return replica
@@ -239,7 +245,7 @@ class LocalBackend:
         self, launch: ReplicaLaunch, module: str, control_fd: int = -1
     ) -> LocalReplica:
         """`python -m MODULE` with the launch's spec and assignment, in a sandbox if we can."""
-        listener = _listener()
+        listener = _listener(self._host)
         status_r, status_w = os.pipe()
         status, status_pipe = await _reader(status_r)
         go_r, go_w = os.pipe() if self._sandbox else (-1, -1)
@@ -295,7 +301,7 @@ class LocalBackend:
             init = await read_child_pid(info_r)
         finally:
             os.close(info_r)
-        forwards = {_free_port(): web.port} if web and web.port else {}
+        forwards = {_free_port(self._host): web.port} if web and web.port else {}
         replica = self._replica(launch, process, init, port, next(iter(forwards), None), status)
         replica.sandbox, replica.scratch = init, scratch
         try:
@@ -315,7 +321,9 @@ class LocalBackend:
         assert replica.sandbox is not None
         replica.pid = only_child(replica.sandbox)
         try:
-            pasta = await self._sandbox.connect(replica.sandbox, forwards, self._server_ports)
+            pasta = await self._sandbox.connect(
+                replica.sandbox, forwards, self._server_ports, self._host
+            )
         except (SandboxError, OSError) as exc:
             raise ReplicaStartFailed(f"could not network the replica's sandbox: {exc}") from exc
         replica.network, replica.network_log = pasta, _pump_pasta(pasta, replica.on_log)
@@ -341,7 +349,8 @@ class LocalBackend:
             status=status,
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(process.stdout, launch.on_log)),
-            record=_record(self._run_dir, launch.assignment.replica_id, process.pid),
+            record=_record(self._run_dir, launch.assignment.replica_id),
+            host=self._host,
         )
 
     async def stop_replica(self, handle: ReplicaHandle, grace: float) -> None:
@@ -405,9 +414,10 @@ def _identity(assignment: wire.ReplicaAssignment) -> dict[str, str]:
     }
 
 
-def _listener() -> socket.socket:
-    """The replica's own listening socket, on the host's loopback (inherited by the replica)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+def _listener(host: str) -> socket.socket:
+    """The replica's own listening socket on `host` (the loopback, or a Ray node's address),
+    inherited by the replica."""
+    listener = socket.create_server((host, 0), backlog=1024)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return listener
 
@@ -440,9 +450,9 @@ def only_child(pid: int) -> int:
     return int(children[0])
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
@@ -460,29 +470,6 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def pump_logs(stream: asyncio.StreamReader, on_log: LogCallback) -> None:
-    """Replica output -> log lines, whatever it prints: lines of any length are logged in pieces,
-    a `\\r` progress bar as what a terminal would show, bytes that are not UTF-8 replaced."""
-    pending = b""
-    while chunk := await stream.read(READ_CHUNK):
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _emit(on_log, line)
-        if b"\r" in pending:
-            pending = pending.rsplit(b"\r", 1)[1]
-        while len(pending) > MAX_LINE:
-            _emit(on_log, pending[:MAX_LINE])
-            pending = pending[MAX_LINE:]
-    if pending:
-        _emit(on_log, pending)
-
-
-def _emit(on_log: LogCallback, line: bytes) -> None:
-    line = line.rstrip(b"\r").rsplit(b"\r", 1)[-1]
-    for start in range(0, max(len(line), 1), MAX_LINE):
-        on_log(line[start : start + MAX_LINE].decode(errors="replace"))
-
-
 def _pump_pasta(pasta: asyncio.subprocess.Process, on_log: LogCallback) -> asyncio.Task[None]:
     """pasta's complaints go to the replica's log (and its stderr pipe never fills)."""
 
@@ -496,46 +483,38 @@ def _pump_pasta(pasta: asyncio.subprocess.Process, on_log: LogCallback) -> async
     return asyncio.ensure_future(pump())
 
 
-def _record(run_dir: Path, replica_id: str, pgid: int) -> Path:
-    """Note the replica's process group, so a server that died hard can be cleaned up after."""
+def _record(run_dir: Path, replica_id: str) -> Path:
+    """Note the replica, so what it left after a server that died hard can be cleaned up."""
     path = run_dir / f"{replica_id}.json"
-    path.write_text(json.dumps({"replica": replica_id, "pgid": pgid, "server": os.getpid()}))
+    path.write_text(json.dumps({"replica": replica_id, "server": os.getpid()}))
     return path
 
 
 def stop_leftovers(run_dir: Path) -> None:
     """Kill what the replicas of a server that died without stopping them left running.
 
-    Only processes of the recorded group that carry the replica's EMBER_REPLICA_ID: a group
-    number can be reused by an unrelated program once the old group is gone."""
+    Every process that carries a recorded replica's EMBER_REPLICA_ID, which its children inherit:
+    in the replica's group, or in a session of their own (a daemon), wherever they run."""
+    left: dict[bytes, Path] = {}  # `EMBER_REPLICA_ID=...` -> its record
     for path in run_dir.glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             record = json.loads(path.read_text())
-            if _alive(record["server"]):
-                continue
-            marker = f"{wire.REPLICA_ID_ENV}={record['replica']}".encode()
-            for pid in _group_members(record["pgid"]):
-                if marker in _environ(pid):
-                    _kill(pid)
-            path.unlink()
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
+            if not _alive(record["server"]):
+                left[f"{wire.REPLICA_ID_ENV}={record['replica']}".encode()] = path
+    if not left:
+        return
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid:
-                    members.append(int(entry.name))
-    return members
+        if entry.name.isdigit() and not left.keys().isdisjoint(_environ(int(entry.name))):
+            _kill(int(entry.name))
+    for path in left.values():
+        path.unlink(missing_ok=True)
 
 
-def _environ(pid: int) -> bytes:
+def _environ(pid: int) -> list[bytes]:
     try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
-        return b""
+        return []
 
 
 def _alive(pid: int) -> bool:

@@ -198,6 +198,7 @@ class Sandbox:
 
     def wrap(self, argv: Sequence[str], info_fd: int, view: View | None = None) -> list[str]:
         """`argv` run in a sandbox; bwrap writes the host PID of the sandbox's init on `info_fd`."""
+        # Its own /proc: process ids there are the sandbox's (vLLM reads /proc/<own pid>).
         files = ["--dev-bind", "/", "/", "--proc", "/proc", *(view.arguments() if view else [])]
         common = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", *files,
                   "--info-fd", str(info_fd), "--"]  # fmt: skip
@@ -213,15 +214,20 @@ class Sandbox:
         return [self.bwrap, *caps, *common, *drop, *argv]
 
     async def connect(
-        self, child_pid: int, forwards: dict[int, int], outbound_ports: Sequence[int]
+        self,
+        child_pid: int,
+        forwards: dict[int, int],
+        outbound_ports: Sequence[int],
+        address: str = "127.0.0.1",
     ) -> asyncio.subprocess.Process:
         """Start pasta for the sandbox of `child_pid`; returns once its network is up.
 
-        `forwards` maps host loopback ports to ports inside; `outbound_ports` are host loopback
-        ports the replica reaches at the same numbers on its own loopback. The caller reads
-        pasta's stderr and stops pasta when the replica is gone (it does not notice by itself).
+        `forwards` maps host ports on `address` (the loopback, or a Ray node's address) to ports
+        inside; `outbound_ports` are host loopback ports the replica reaches at the same numbers
+        on its own loopback. The caller reads pasta's stderr and stops pasta when the replica is
+        gone (it does not notice by itself).
         """
-        inbound = ",".join(f"127.0.0.1/{host}:{inside}" for host, inside in forwards.items())
+        inbound = ",".join(f"{address}/{host}:{inside}" for host, inside in forwards.items())
         outbound = ",".join(str(port) for port in outbound_ports)
         with tempfile.TemporaryDirectory(prefix="ember-pasta-") as scratch:
             ready = Path(scratch) / "ready"

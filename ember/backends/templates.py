@@ -91,7 +91,8 @@ def _settle(future: asyncio.Future[int] | None, value: int) -> None:
 
 def host_pid(template_pid: int, inner: int) -> int:
     """The host pid of the template's child whose pid in the template's namespace is `inner`."""
-    for child in Path(f"/proc/{template_pid}/task/{template_pid}/children").read_text().split():
+    tasks = Path(f"/proc/{template_pid}/task").glob("*/children")  # the template forks in a thread
+    for child in (pid for task in tasks for pid in task.read_text().split()):
         with contextlib.suppress(OSError):
             status = Path(f"/proc/{child}/status").read_text()
             ids = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid"))

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import typer
 import uvicorn
+from rich.markup import escape
 
 from ember.backends.base import Capabilities
 from ember.backends.gpus import GpuFlagError
+from ember.backends.ray import RayUnavailable
 from ember.cli.output import console, err
 from ember.sdk.config import ClientSettings, ember_home
 from ember.server.app import create_app
@@ -27,6 +29,7 @@ from ember.server.metering.prices import PriceError, PriceTable
 from ember.server.replicas.placement import describe_gpus
 from ember.server.settings import ServerSettings
 from ember.server.shutdown import BoundedServer, InFlight
+from ember.server.store.database import StoreUnavailable
 from ember.server.store.sql import SqlStore
 from ember.server.tls import self_signed
 
@@ -38,7 +41,12 @@ def server(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
     home: Path = typer.Option(None, help="Data directory (default: $EMBER_HOME or ~/.ember)."),
-    database_url: str = typer.Option(None, help="SQLAlchemy URL (default: SQLite in the home)."),
+    database_url: str = typer.Option(
+        None,
+        envvar="EMBER_DATABASE_URL",
+        help="postgresql://user:password@host/db, or any SQLAlchemy URL (default: SQLite in the "
+        "home). Servers on one PostgreSQL database serve the same apps.",
+    ),
     domain: str = typer.Option(None, help="Serve endpoints at <app>--<function>.<domain> too."),
     tls_cert: Path = typer.Option(None, help="PEM certificate: serve HTTPS."),
     tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert."),
@@ -70,6 +78,29 @@ def server(
     sandbox: bool = typer.Option(
         True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
     ),
+    backend: str = typer.Option(
+        "local", help="Where replicas run: 'local' (this host) or 'ray' (a Ray cluster)."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        help="With --backend ray: the cluster's HOST:PORT, as `ray start --head` printed it "
+        "(default: the cluster started on this machine, or RAY_ADDRESS).",
+    ),
+    advertise_url: str = typer.Option(
+        None,
+        help="This server's URL as replicas on other machines reach it (nested calls), e.g. "
+        "http://10.0.0.2:8765; listen on that address too (--host).",
+    ),
+    volumes_path: Path = typer.Option(
+        None,
+        help="Keep volumes in this folder, which every node mounts at the same path (NFS, "
+        "CephFS, ...): needed for volumes on --backend ray. Default: in the data directory.",
+    ),
+    ray_node_dir: str = typer.Option(
+        "/tmp/ember-node",
+        help="With --backend ray: the folder on each node for app sources, images and "
+        "volume copies.",
+    ),
     park_for: float = typer.Option(3600.0, min=0, help="Seconds a parked replica is kept."),
     max_parked: int = typer.Option(16, min=0, help="Parked replicas kept at most."),
     parked_memory_fraction: float = typer.Option(
@@ -97,6 +128,10 @@ def server(
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     if gpu_fallback not in (None, "cpu"):
         raise typer.BadParameter("--gpu-fallback takes 'cpu' (or leave it out)")
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter(f"--backend takes 'local' or 'ray', not {backend!r}")
+    if backend == "local" and ray_address:
+        raise typer.BadParameter("--ray-address goes with --backend ray")
     settings = ServerSettings(
         home=home,
         host=host,
@@ -113,6 +148,11 @@ def server(
         gpus=gpus,
         gpu_fallback_cpu=gpu_fallback == "cpu",
         sandbox=sandbox,
+        backend=backend,
+        ray_address=ray_address,
+        ray_node_dir=ray_node_dir,
+        advertise_url=advertise_url,
+        volumes_path=volumes_path.absolute() if volumes_path else None,
         park_for=park_for,
         max_parked=max_parked,
         parked_memory_fraction=parked_memory_fraction,
@@ -131,6 +171,9 @@ def server(
         gateway = create_app(settings)
     except GpuFlagError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except (RayUnavailable, StoreUnavailable) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"Ember server on [bold]{settings.url}[/bold]  (data: {settings.home})")
     console.print(f"Client config: {settings.home / 'config.toml'}")
     if tls_cert is not None:
@@ -150,6 +193,8 @@ def load_prices(path: Path | None) -> PriceTable:
 
 def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> None:
     fallback = "; functions asking for GPUs it lacks run on the CPU" if gpu_fallback_cpu else ""
+    if capabilities.where != "this host":
+        console.print(f"Replicas run on {capabilities.where}")
     console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
     if capabilities.isolation_missing is None:
         console.print("Replicas: sandboxed (own network and PID namespaces)")

@@ -5,6 +5,9 @@ settings come from `ember.llm.config.LLMConfig`, which `ember llm serve` fills f
 and its flags and hands to the replicas through the image's environment.
 """
 
+import os
+import signal
+import sys
 from typing import Any, cast
 
 import ember
@@ -56,9 +59,9 @@ class Server:
 
             self.engine = VllmEngine(config)
         else:
-            from ember.llm.engines.builtin import BuiltinEngine
+            from ember.llm.engines.builtin.client import BuiltinEngine
 
-            self.engine = BuiltinEngine(config)
+            self.engine = BuiltinEngine(config, on_death=end_replica)
         self.engine.load()
 
     @ember.enter()
@@ -91,3 +94,9 @@ class Server:
     @ember.exit()
     def stop(self) -> None:
         self.engine.stop()
+
+
+def end_replica(reason: str) -> None:
+    """The engine process died: end this replica (its requests have failed) so a new one starts."""
+    print(f"{reason}; ending this replica so that it is replaced", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)

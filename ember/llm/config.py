@@ -38,7 +38,7 @@ class ModelSection(_Section):
 class ServiceSection(_Section):
     gpu: str | None = None  # e.g. "H100"; stored for scheduling, the engine uses CUDA when present
     n_gpu: int = Field(default=1, ge=1)
-    fast_boot: bool = True  # skip CUDA-graph capture: faster cold starts, slower decode
+    fast_boot: bool = False  # no CUDA graphs: built-in engine decodes eagerly, vLLM starts sooner
     scaledown_window: float = Field(default=300.0, gt=0)
     min_containers: int = Field(default=0, ge=0)  # 0: scale to zero when idle
     max_concurrent_requests: int = Field(default=32, ge=1)

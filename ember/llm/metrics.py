@@ -1,4 +1,5 @@
-"""Prometheus metrics of one engine: time to first token, inter-token gaps, tokens, queues."""
+"""Prometheus metrics of one engine: time to first token, inter-token gaps, tokens, queues, and
+the engine's own view of its batch (requests running and waiting, KV cache in use)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,20 @@ class EngineMetrics:
         self.waiting = Gauge(
             "ember_llm_requests_waiting", "Requests before their first token.", registry=r
         )
+        self.batch_running = Gauge(
+            "ember_llm_engine_running", "Requests in the engine's batch.", registry=r
+        )
+        self.batch_waiting = Gauge(
+            "ember_llm_engine_waiting", "Requests the engine has not admitted yet.", registry=r
+        )
+        self.kv_cache_usage = Gauge(
+            "ember_llm_kv_cache_usage", "Share of the KV cache in use (0 to 1).", registry=r
+        )
+        self.preemptions = Gauge(
+            "ember_llm_preemptions",
+            "Requests put back to wait because the KV cache was full (since the engine started).",
+            registry=r,
+        )
 
     @contextmanager
     def track(self, prompt_tokens: int) -> Iterator[RequestTimer]:
@@ -46,6 +61,14 @@ class EngineMetrics:
         finally:
             (self.running if timer.started else self.waiting).dec()
             self.requests.labels(timer.finish_reason or "cancelled").inc()
+
+    def engine_load(
+        self, running: int, waiting: int, kv_cache_usage: float, preemptions: int
+    ) -> None:
+        self.batch_running.set(running)
+        self.batch_waiting.set(waiting)
+        self.kv_cache_usage.set(kv_cache_usage)
+        self.preemptions.set(preemptions)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,15 +1,16 @@
 """OpenAI's request and response shapes for /v1/models, /v1/chat/completions and /v1/completions.
 
-Requests ignore fields Ember does not implement (as vLLM does), so current `openai` clients,
-which send only what the caller set, keep working; fields whose meaning would silently change the
-answer (`n` > 1) are refused instead.
+Requests are read strictly (`max_tokens: "4"` or `true` is an error, not 4 or 1) and ignore
+fields Ember does not implement (as vLLM does), so current `openai` clients, which send only what
+the caller set, keep working. Fields whose meaning would silently change the answer (`n` > 1,
+`tools`, `response_format`, `logprobs`, ...) are refused instead: see `refused_field`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -51,7 +52,7 @@ class StreamOptions(BaseModel):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -62,6 +63,17 @@ class _Request(BaseModel):
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM's extension: go on past end-of-sequence tokens
+    # Read only to be refused when set (see refused_field): ignoring them would change the answer.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    best_of: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+    logit_bias: dict[str, float] | None = None
 
     @field_validator("n")
     @classmethod
@@ -76,6 +88,22 @@ class _Request(BaseModel):
         if isinstance(stop, list) and len(stop) > 4:
             raise ValueError("at most 4 stop sequences")
         return stop
+
+    def refused_field(self) -> str | None:
+        """The first field set to something the built-in engine cannot do, if any."""
+        response_type = (self.response_format or {}).get("type", "text")
+        refused = {
+            "tools": bool(self.tools),
+            "tool_choice": self.tool_choice not in (None, "none", "auto"),
+            "response_format": response_type != "text",
+            "logprobs": self.logprobs not in (None, False),
+            "top_logprobs": self.top_logprobs not in (None, 0),
+            "best_of": (self.best_of or 1) > 1,
+            "echo": self.echo,
+            "suffix": bool(self.suffix),
+            "logit_bias": bool(self.logit_bias),
+        }
+        return next((name for name, set_ in refused.items() if set_), None)
 
     def stop_strings(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

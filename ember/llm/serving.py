@@ -2,15 +2,16 @@
 
 /v1/models, /v1/chat/completions and /v1/completions (streamed as server-sent events or not),
 plus /health, /metrics, /sleep, /wake_up and /is_sleeping for the platform. Bad requests get
-OpenAI's error body with a 400 or 404; the engine never sees them.
+OpenAI's error body with a 400 or 404; the engine never sees them. Tokenizing runs in a thread,
+after a length check by characters, so one huge prompt never holds up the other streams. A
+stream's headers go out with its first token, so an engine that cannot serve gets a 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,38 +20,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ember.llm.chunks import ChatChunks, CompletionChunks, Piece, sse
 from ember.llm.detokenizer import Detokenizer
-from ember.llm.engines.base import SamplingParams, TokenEngine
+from ember.llm.engines.base import EngineDeadError, SamplingParams, TokenEngine
 from ember.llm.protocol import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     Completion,
     CompletionChoice,
     CompletionRequest,
-    Delta,
-    FinishReason,
     ModelCard,
     ModelList,
     OpenAIError,
     Usage,
-    new_id,
 )
 
 Body = TypeVar("Body", bound=BaseModel)
 CLIENT_GONE = Response(status_code=499)  # nginx's "client closed request": nobody reads it
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Text that became final, with the finish reason on the last piece."""
-
-    text: str
-    finish_reason: FinishReason | None
-    completion_tokens: int
 
 
 def openai_app(engine: TokenEngine) -> Starlette:
@@ -80,22 +68,21 @@ class OpenAIServer:
         return JSONResponse(ModelList(data=[card]).model_dump())
 
     async def chat(self, request: Request) -> Response:
-        body = await _parse(request, ChatCompletionRequest)
-        self._check_model(body.model)
+        body = await self._parse(request, ChatCompletionRequest)
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
+        self._check_length(sum(len(m["content"]) for m in messages), "messages")
         try:
-            prompt = self.engine.apply_chat_template(messages)
+            prompt = await asyncio.to_thread(self.engine.apply_chat_template, messages)
         except ValueError as e:
             raise OpenAIError(str(e), param="messages") from None
         return await self._answer(request, body, prompt, "messages")
 
     async def completions(self, request: Request) -> Response:
-        body = await _parse(request, CompletionRequest)
-        self._check_model(body.model)
-        return await self._answer(request, body, self._prompt_ids(body.prompt), "prompt")
+        body = await self._parse(request, CompletionRequest)
+        return await self._answer(request, body, await self._prompt_ids(body.prompt), "prompt")
 
     async def _answer(
         self, request: Request, body: ChatCompletionRequest | CompletionRequest,
@@ -104,13 +91,14 @@ class OpenAIServer:
         params = self._sampling(body, len(prompt), body.token_limit(), prompt_param)
         pieces = self._pieces(prompt, params, body.stop_strings())
         if body.stream:
-            chunks = (
-                self._chat_chunks(body, len(prompt), pieces)
-                if isinstance(body, ChatCompletionRequest)
-                else self._completion_chunks(body, len(prompt), pieces)
-            )
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        collected = await _collect(request, pieces)
+            with _engine_errors():
+                first = await anext(pieces)  # errors before any byte is sent get a status
+            chat = isinstance(body, ChatCompletionRequest)
+            chunks = (ChatChunks if chat else CompletionChunks)(body.model, len(prompt))
+            events = sse(chunks, body.include_usage, first, pieces)
+            return StreamingResponse(events, media_type="text/event-stream")
+        with _engine_errors():
+            collected = await _collect(request, pieces)
         if collected is None:
             return CLIENT_GONE
         text, last = collected
@@ -134,6 +122,30 @@ class OpenAIServer:
 
     # -- checks -----------------------------------------------------------------------------
 
+    async def _parse(self, request: Request, model: type[Body]) -> Body:
+        body = await _parse(request, model)
+        assert isinstance(body, ChatCompletionRequest | CompletionRequest)
+        self._check_model(body.model)
+        field = body.refused_field()
+        if field is not None:
+            raise OpenAIError(
+                f"`{field}` is not supported by Ember's built-in engine; leave it out, or serve "
+                "the model with `ember llm serve --engine vllm`",
+                param=field, code="unsupported_parameter",
+            )  # fmt: skip
+        return body
+
+    def _check_length(self, chars: int, param: str) -> None:
+        """Refuse, before tokenizing, text too long for the context whatever its tokens."""
+        limit = self.engine.max_model_len * self.engine.max_token_chars
+        if chars > limit:
+            raise OpenAIError(
+                f"This model's maximum context length is {self.engine.max_model_len} tokens; "
+                f"your {param} hold {chars} characters, more than that many tokens can (at "
+                f"most {limit}); shorten them.",
+                param=param, code="context_length_exceeded",
+            )  # fmt: skip
+
     def _check_model(self, name: str) -> None:
         if name != self.engine.served_model_name:
             raise OpenAIError(
@@ -142,18 +154,18 @@ class OpenAIServer:
                 status=404, param="model", code="model_not_found",
             )  # fmt: skip
 
-    def _prompt_ids(self, prompt: str | list[str] | list[int]) -> list[int]:
+    async def _prompt_ids(self, prompt: str | list[str] | list[int]) -> list[int]:
         if isinstance(prompt, list) and all(isinstance(p, int) for p in prompt):
             ids = [int(p) for p in prompt]
             vocab = self.engine.vocab_size
             if any(not 0 <= i < vocab for i in ids):
                 raise OpenAIError(f"prompt token ids must be in [0, {vocab})", param="prompt")
-        elif isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise OpenAIError("only one prompt per request is supported", param="prompt")
-            ids = self.engine.encode(str(prompt[0]))
         else:
-            ids = self.engine.encode(prompt)
+            if isinstance(prompt, list) and len(prompt) != 1:
+                raise OpenAIError("only one prompt per request is supported", param="prompt")
+            text = str(prompt[0]) if isinstance(prompt, list) else prompt
+            self._check_length(len(text), "prompt")
+            ids = await asyncio.to_thread(self.engine.encode, text)
         if not ids:
             raise OpenAIError("prompt must not be empty", param="prompt")
         return ids
@@ -182,6 +194,7 @@ class OpenAIServer:
             temperature=body.temperature,
             top_p=body.top_p,
             seed=body.seed,
+            ignore_eos=body.ignore_eos,
         )
 
     # -- generation -------------------------------------------------------------------------
@@ -189,70 +202,54 @@ class OpenAIServer:
     async def _pieces(
         self, prompt: list[int], params: SamplingParams, stop: list[str]
     ) -> AsyncIterator[Piece]:
-        detokenizer = Detokenizer(self.engine.decode, stop)
+        detokenizer = Detokenizer(self.engine.decode_stream(), self.engine.decode, stop)
         count = 0
         steps = self.engine.generate(prompt, params)
         try:
             async for step in steps:
+                first = count == 0  # sent even without text: it carries the time to first token
                 count += len(step.token_ids)
                 text = detokenizer.add(step.token_ids)
+                if step.finish_reason is not None and not detokenizer.stopped:
+                    text += detokenizer.flush()
                 if detokenizer.stopped:
                     yield Piece(text, "stop", count)
                     return  # closing `steps` cancels the rest of the request
                 if step.finish_reason is not None:
-                    yield Piece(text + detokenizer.flush(), step.finish_reason, count)
+                    yield Piece(text, step.finish_reason, count)
                     return
-                if text:
+                if text or first:
                     yield Piece(text, None, count)
         finally:
             await steps.aclose()  # type: ignore[attr-defined]
 
-    async def _chat_chunks(
-        self, body: ChatCompletionRequest, prompt_len: int, pieces: AsyncIterator[Piece]
-    ) -> AsyncIterator[BaseModel]:
-        chunk_id = new_id("chatcmpl")
-
-        def chunk(delta: Delta, reason: FinishReason | None = None) -> ChatCompletionChunk:
-            choice = ChatChunkChoice(delta=delta, finish_reason=reason)
-            return ChatCompletionChunk(id=chunk_id, model=body.model, choices=[choice])
-
-        yield chunk(Delta(role="assistant", content=""))
-        completion_tokens = 0
-        async for piece in pieces:
-            completion_tokens = piece.completion_tokens
-            yield chunk(Delta(content=piece.text or None), piece.finish_reason)
-        if body.include_usage:
-            usage = Usage.of(prompt_len, completion_tokens)
-            yield ChatCompletionChunk(id=chunk_id, model=body.model, choices=[], usage=usage)
-
-    async def _completion_chunks(
-        self, body: CompletionRequest, prompt_len: int, pieces: AsyncIterator[Piece]
-    ) -> AsyncIterator[BaseModel]:
-        completion_id = new_id("cmpl")
-        completion_tokens = 0
-        async for piece in pieces:
-            completion_tokens = piece.completion_tokens
-            choice = CompletionChoice(text=piece.text, finish_reason=piece.finish_reason)
-            yield Completion(id=completion_id, model=body.model, choices=[choice])
-        if body.include_usage:
-            usage = Usage.of(prompt_len, completion_tokens)
-            yield Completion(id=completion_id, model=body.model, choices=[], usage=usage)
-
 
 async def _parse(request: Request, model: type[Body]) -> Body:
+    """Strict JSON (no "4" for 4): pydantic's parser also bounds nesting and refuses lone
+    surrogates, which would otherwise reach the tokenizer."""
     try:
-        data = json.loads(await request.body())
-    except ValueError as e:
-        raise OpenAIError(f"the request body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise OpenAIError("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
+        return model.model_validate_json(await request.body(), strict=True)
     except ValidationError as e:
         first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            reason = str(first["msg"]).removeprefix("Invalid JSON: ")
+            raise OpenAIError(f"the request body is not valid JSON: {reason}") from None
+        if first["type"] == "model_type":
+            raise OpenAIError("the request body must be a JSON object") from None
         param = ".".join(str(part) for part in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
         raise OpenAIError(f"{param}: {message}", param=param) from None
+
+
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    try:
+        yield
+    except EngineDeadError as e:
+        raise OpenAIError(
+            f"{e}; this replica is being replaced, try again", status=503, type="server_error",
+            code="engine_unavailable",
+        ) from None  # fmt: skip
 
 
 async def _collect(request: Request, pieces: AsyncIterator[Piece]) -> tuple[str, Piece] | None:
@@ -277,13 +274,3 @@ async def _collect(request: Request, pieces: AsyncIterator[Piece]) -> tuple[str,
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-async def _sse(events: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
-    try:
-        async for event in events:
-            yield f"data: {event.model_dump_json()}\n\n"
-    except Exception as e:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
-        error = OpenAIError(f"generation failed: {e}", type="server_error")
-        yield f"data: {json.dumps(error.body())}\n\n"
-    yield "data: [DONE]\n\n"

@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ember import wire
+from ember.runtime.volume_storage import VolumeStorage, storage_for
 from ember.runtime.volumes import VolumeError, VolumeTree
 
 MOUNTS_FD = 1000
@@ -129,10 +131,14 @@ class WorkingCopy:
 
 
 class Mounts:
-    """The working copies of one replica, by volume name."""
+    """The working copies of one replica, by volume name: in `scratch` (a node's own disk) if
+    the storage keeps them apart from the trees, else beside them."""
 
-    def __init__(self, root: Path, replica_id: str) -> None:
-        self.root, self.dir = root, replica_dir(root, replica_id)
+    def __init__(
+        self, storage: VolumeStorage, replica_id: str, scratch: Path | None = None
+    ) -> None:
+        self.storage = storage
+        self.dir = replica_dir(storage.working_root(scratch), replica_id)
         self.copies: dict[str, WorkingCopy] = {}
 
     def mount(self, volumes: dict[str, str]) -> None:
@@ -145,7 +151,7 @@ class Mounts:
             path = check_mount_path(raw_path)
             copy = self.copies.get(name)
             if copy is None:
-                tree = VolumeTree(self.root, name)
+                tree = VolumeTree(self.storage, name)
                 work = self.dir / "volumes" / f"{name}.{uuid.uuid4().hex[:8]}"
                 work.parent.mkdir(exist_ok=True)
                 tree.checkout(work)
@@ -176,12 +182,15 @@ def _point(link: Path, target: Path) -> None:
 _mounted: Mounts | None = None
 
 
-def mount_volumes(root: str | None, replica_id: str, volumes: dict[str, str]) -> Mounts:
+def mount_volumes(spec: wire.ReplicaSpec, replica_id: str) -> Mounts:
     """Mount the replica's volumes, once, before the user's module is imported."""
     global _mounted
+    volumes, root = spec.function.volumes, spec.volume_root
     if volumes and root is None:
         raise VolumeError("this server passed no volume root; is it older than the replica?")
-    _mounted = Mounts(Path(root or "."), replica_id)
+    storage = storage_for(spec.volume_storage, Path(root or "."))
+    scratch = Path(spec.volume_scratch) if spec.volume_scratch else None
+    _mounted = Mounts(storage, replica_id, scratch)
     _mounted.mount(volumes)
     return _mounted
 

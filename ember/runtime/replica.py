@@ -126,7 +126,7 @@ class _ReplicaServer(uvicorn.Server):
 
 async def _main(spec: wire.ReplicaSpec, assignment: wire.ReplicaAssignment) -> None:
     # Volumes first: the user's module may read them as it is imported.
-    mounts = mount_volumes(spec.volume_root, assignment.replica_id, spec.function.volumes)
+    mounts = mount_volumes(spec, assignment.replica_id)
     try:
         prepared = await prepare(spec)
     except BaseException:

@@ -25,6 +25,8 @@ import socket
 import sys
 import threading
 import traceback
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -76,6 +78,12 @@ class Forker:
     def __init__(self, prepared: Prepared, control: socket.socket) -> None:
         self.prepared, self.control = prepared, control
         self.children: dict[int, str] = {}  # pid -> replica id
+        # Children are forked from a thread of their own. Not the main thread: GNU OpenMP's
+        # thread pool belongs to the thread that ran a parallel kernel (torch on the CPU, in an
+        # async snap hook), its workers do not survive fork, and a child forked from that thread
+        # hangs at its first parallel kernel there. Not a fresh thread each time: a child's
+        # parent-death signal fires when the thread that forked it exits.
+        self.fork_thread = ThreadPoolExecutor(1, thread_name_prefix="fork")
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def run(self) -> NoReturn:
@@ -101,14 +109,20 @@ class Forker:
         request = wire.ForkRequest.model_validate_json(message)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            self.control.close()
-            become_replica(self.prepared, request, fds)
+        with warnings.catch_warnings():  # Python 3.12 warns on fork with threads: ours are idle
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = self.fork_thread.submit(self._fork, request, fds).result()
         for fd in fds:
             os.close(fd)
         self.children[pid] = request.assignment.replica_id
         self.tell(wire.TemplateEvent(replica_id=request.assignment.replica_id, forked=pid))
+
+    def _fork(self, request: wire.ForkRequest, fds: list[int]) -> int:
+        pid = os.fork()
+        if pid == 0:  # this thread is the child's only one, its main thread
+            self.control.close()
+            become_replica(self.prepared, request, fds)
+        return pid
 
     def reap(self) -> None:
         while True:
@@ -144,7 +158,7 @@ def become_replica(prepared: Prepared, request: wire.ForkRequest, fds: list[int]
     print(f"replica {assignment.replica_id} forked from the template", flush=True)
     code = 0
     try:
-        mounts = mount_volumes(spec.volume_root, assignment.replica_id, spec.function.volumes)
+        mounts = mount_volumes(spec, assignment.replica_id)
         asyncio.run(serve(prepared, assignment, mounts))
     except BaseException as exc:  # noqa: BLE001 - print, report, exit: the server replaces it
         traceback.print_exc()
@@ -168,23 +182,18 @@ def _reseed() -> None:
 
 def kill_leftovers(replica_id: str) -> None:
     """Kill what an exited replica left running: processes that carry its EMBER_REPLICA_ID.
-
-    /proc may be the host's (a sandbox sees the host's process ids there), so each process is
-    signalled by its id in our own PID namespace, the last of its `NSpid` ids."""
+    (/proc is our PID namespace's: the sandbox mounts its own, or there is no sandbox.)"""
     marker = f"{wire.REPLICA_ID_ENV}={replica_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
-            status = (entry / "status").read_text()
         except OSError:
             continue
         if marker in environ:
-            ids = next((line.split()[1:] for line in status.splitlines()
-                        if line.startswith("NSpid:")), [entry.name])  # fmt: skip
             with contextlib.suppress(OSError):
-                os.kill(int(ids[-1]), signal.SIGKILL)
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 if __name__ == "__main__":

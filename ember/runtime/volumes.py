@@ -5,7 +5,7 @@ Layout under the server's volume root (`$EMBER_HOME/volumes`):
     <name>/HEAD                   the current snapshot's id, replaced atomically (write + rename)
     <name>/snapshots/<id>/        committed trees, never written once renamed into place
     <name>/staging/<pid>-<hex>/   a commit being built (removed later if its process died)
-    <name>/lock                   flock held while a commit renames its tree, swaps HEAD, prunes
+    <name>/lock                   held while a commit renames its tree, swaps HEAD, prunes
     <name>/uploads/<id>/          an upload batch being received (server/volumes.py)
     .replicas/<replica id>/       a replica's working copies (see runtime/mounts.py)
 
@@ -14,7 +14,9 @@ HEAD, so a crash at any point leaves the last committed state. Concurrent commit
 swap HEAD wins; nothing is merged. Each commit deletes the snapshots other than the new HEAD and
 the one before it; a reader that loses its snapshot to that retries from the new HEAD.
 
-Used by the server (create, upload, list, download) and by replicas (commit, reload).
+Used by the server (create, upload, list, download) and by replicas (commit, reload). Where the
+root is, and how its locks are taken, is the storage driver's (runtime/volume_storage.py): a
+folder of the server's host, or a shared filesystem every node of a cluster mounts.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from ember import names
+from ember.runtime.volume_storage import VolumeStorage
 
 T = TypeVar("T")
 
@@ -81,22 +84,27 @@ def not_found(name: str) -> VolumeNotFound:
 class VolumeTree:
     """One volume's folder: its snapshots, HEAD, and the commits that move HEAD."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, storage: VolumeStorage, name: str) -> None:
         self.name = check_name(name)
-        self.dir = root / name
+        self.storage = storage
+        self.dir = storage.root / name
         self.snapshots = self.dir / "snapshots"
 
     def exists(self) -> bool:
         return (self.dir / "HEAD").exists()
 
     def head(self) -> str:
+        with self.storage.read_lock(self.dir / "lock"):
+            return self._read_head()
+
+    def _read_head(self) -> str:
         try:
             return (self.dir / "HEAD").read_text().strip()
         except FileNotFoundError:
             raise not_found(self.name) from None
 
     def committed_at(self) -> float | None:
-        with contextlib.suppress(FileNotFoundError):
+        with self.storage.read_lock(self.dir / "lock"), contextlib.suppress(FileNotFoundError):
             return (self.dir / "HEAD").stat().st_mtime
         return None
 
@@ -121,11 +129,11 @@ class VolumeTree:
         alive = staging.with_suffix(".lock")  # held while we build: how pruning tells us alive
         try:
             staging.parent.mkdir(exist_ok=True)
-            with _held(alive):
+            with self.storage.exclusive(alive):
                 build(staging)
                 _fsync_tree(staging)
-                with self._locked():
-                    previous = self.head()
+                with self.storage.exclusive(self.dir / "lock"):
+                    previous = self._read_head()
                     snapshot_id = _new_id()
                     os.rename(staging, self.snapshots / snapshot_id)
                     _fsync_dir(self.snapshots)
@@ -160,14 +168,6 @@ class VolumeTree:
                     raise  # not pruned: a real error
         return fn(self.snapshots / self.head())
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        import fcntl  # POSIX only; imported here so `import ember` works elsewhere
-
-        with (self.dir / "lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     def _write_head(self, snapshot_id: str) -> None:
         tmp = self.dir / f"HEAD.{os.getpid()}.tmp"
         with tmp.open("w") as f:
@@ -182,7 +182,7 @@ class VolumeTree:
         free: process ids cannot tell, as every sandboxed replica has the same one in its own)."""
         doomed = [p for p in self.snapshots.iterdir() if p.name not in keep]
         for lock in (self.dir / "staging").glob("*.lock"):
-            if _abandoned(lock):
+            if not self.storage.held(lock):
                 doomed += [lock, lock.with_suffix("")]
         return doomed
 
@@ -198,29 +198,6 @@ def _copy_tree(tree: Path, dest: Path) -> str:
 
 def _new_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.contextmanager
-def _held(lock: Path) -> Iterator[None]:
-    """An exclusive flock on `lock` while the block runs; the kernel frees it if we die."""
-    import fcntl
-
-    with lock.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _abandoned(lock: Path) -> bool:
-    import fcntl
-
-    try:
-        with lock.open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False  # its commit is under way
-    except OSError:
-        return False
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,6 +32,7 @@ from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
 from ember.server.scheduling.admission import Overloaded
 from ember.server.settings import ServerSettings
+from ember.server.store.database import DatabaseDown, reason
 from ember.server.volumes import as_api_error
 from ember.version import __version__
 
@@ -81,6 +82,12 @@ def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gate
     async def volume_error(_: Request, exc: VolumeError) -> JSONResponse:
         error = as_api_error(exc)
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(DatabaseDown)
+    async def database_down(_: Request, exc: DatabaseDown) -> JSONResponse:
+        message = f"the database is unreachable ({reason(exc)}); deployed apps go on serving"
+        error = ApiError(503, "Unavailable", message)
+        return JSONResponse(error.body(), status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

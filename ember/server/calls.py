@@ -95,8 +95,13 @@ class SpawnedCalls:
         try:
             self._store.update_call(call_id, status="running")
             frames = await self._run_inputs(app, function, method, params, [payload])
-            self._store.update_call(
-                call_id, status=outcome_status(frames), result=frames[0], finished_at=time.time()
+            # Off the event loop: the result may be large, the database across a network.
+            await asyncio.to_thread(
+                self._store.update_call,
+                call_id,
+                status=outcome_status(frames),
+                result=frames[0],
+                finished_at=time.time(),
             )
         except asyncio.CancelledError:
             pass  # `cancel` already recorded the outcome
@@ -127,7 +132,7 @@ class SpawnedCalls:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
                 return None
-        row = self._store.get_call(call_id)
+        row = await asyncio.to_thread(self._store.get_call, call_id)
         if row is not None and row["status"] in ("pending", "running"):
             return None
         return row

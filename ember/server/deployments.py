@@ -6,7 +6,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from ember.server.errors import ApiError
 from ember.server.home import write_private
 from ember.server.pools import Pool, PoolKey, PoolRegistry
 from ember.server.replicas.placement import Unplaceable
-from ember.server.store.sql import SqlStore
+from ember.server.store.sql import AppRecord, SqlStore
 from ember.spec_checks import SpecError, check_deploy_request
 
 log = logging.getLogger("ember.server")
@@ -60,22 +60,71 @@ class Deployments:
         self._store, self._apps_dir, self._pools = store, apps_dir, pools
         self._put_secret, self._resolve = put_secret, resolve
         self._current: dict[str, Deployment] = {}
+        self._unbuildable: set[tuple[str, int]] = set()  # (app, version) whose images failed here
 
-    def load(self) -> None:
-        """Pick up deployed apps after a restart; ephemeral apps of a dead run are dropped."""
+    def forget_ephemeral(self) -> None:
+        """At start: ephemeral apps of a dead run are dropped."""
         for record in self._store.list_apps():
             if record.ephemeral:
                 self._forget(record.name)
-            elif record.state == "deployed":
-                request = self._store.app_version(record.name, record.version)
-                source_dir = (
-                    self._apps_dir / record.name / f"v{record.version}" if request.files else None
-                )
-                deployment = self._placed(record.name, record.version, request, source_dir)
-                for reason in deployment.unplaceable.values():
-                    log.error("app %s: %s", record.name, reason)
-                self._current[record.name] = deployment
-                self._warm(deployment)
+
+    async def follow(
+        self, build: Callable[[wire.DeployRequest], Awaitable[None]]
+    ) -> list[Deployment]:
+        """Serve what the store says is deployed: at start, and then to catch up with deploys
+        and stops made through other servers on the same database. `build` builds a version's
+        images here before it serves. Returns the deployments it began to serve."""
+        records = {r.name: r for r in self._store.list_apps() if not r.ephemeral}
+        for name, mine in list(self._current.items()):
+            stored = records.get(name)
+            if not mine.request.ephemeral and (stored is None or stored.state != "deployed"):
+                log.info("app %s: stopped through another server", name)
+                self._current.pop(name)
+                self._pools.retire(name)
+        adopted = []
+        for record in records.values():
+            if self._behind(record) and (record.name, record.version) not in self._unbuildable:
+                deployment = await self._catch_up(record, build)
+                adopted += [deployment] if deployment else []
+        return adopted
+
+    def _behind(self, record: AppRecord) -> bool:
+        mine = self._current.get(record.name)
+        return record.state == "deployed" and (mine is None or mine.version < record.version)
+
+    async def _catch_up(
+        self, record: AppRecord, build: Callable[[wire.DeployRequest], Awaitable[None]]
+    ) -> Deployment | None:
+        request = self._store.app_version(record.name, record.version)
+        try:
+            await build(request)
+        except ApiError as exc:
+            log.error("app %s v%d: %s", record.name, record.version, exc.message)
+            self._unbuildable.add((record.name, record.version))
+            return None
+        # While the images built, a deploy or stop here may have overtaken this version.
+        now = self._store.get_app(record.name)
+        if now is None or now.version != record.version or not self._behind(now):
+            return None
+        log.info("app %s: serving v%d", record.name, record.version)
+        return self._adopt(now, request)
+
+    def _adopt(self, record: AppRecord, request: wire.DeployRequest) -> Deployment:
+        """Serve the version the store records: one deployed before this process started, or by
+        another server on the same database (its sources are then written into this home)."""
+        source_dir = None
+        if request.files:
+            source_dir = self._apps_dir / record.name / f"v{record.version}"
+            if not source_dir.exists():
+                source_dir.mkdir(parents=True, mode=0o700)
+                _write_sources(source_dir, request.files)
+        deployment = self._placed(record.name, record.version, request, source_dir)
+        for reason in deployment.unplaceable.values():
+            log.error("app %s: %s", record.name, reason)
+        self._current[record.name] = deployment
+        self._pools.retire(record.name, keep_version=record.version)
+        self._warm(deployment)
+        return deployment
 
     def validate(self, request: wire.DeployRequest) -> None:
         """Everything that can be refused cheaply, before any image is built: the SDK's own

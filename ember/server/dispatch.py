@@ -14,6 +14,8 @@ What else can happen to an attempt, and what it means:
   one): retried, and the replica is not killed for it; only the health check replaces replicas
   that stop answering;
 - the replica answered with an error status, or too few outputs: retried, with what it said.
+A caller that leaves (a `.map` broken out of) does not free the replica's slot: the replica runs
+its input to the end, so the slot is held until its answer ends or the replica is replaced.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Dispatcher:
         self._settings, self._supervisor, self._http = settings, supervisor, http
         self._answered = answered  # a replica's first answer completes its cold-start record
         self._metrics = metrics  # queue waits, and slot time for the inputs' GPU time
+        self._sends: set[asyncio.Task[Attempt]] = set()
 
     async def run(self, pool: Pool, method: str | None, inputs: list[bytes]) -> list[bytes]:
         """One output frame per input, in input order."""
@@ -97,20 +100,37 @@ class Dispatcher:
                 if not group:
                     pool.queue.release(replica)
                     return
-                started = time.perf_counter()
-                try:
-                    attempt = await self._send(pool, replica, method, [inputs[i] for i in group])
-                finally:
-                    pool.queue.release(replica)
                 if self._metrics is not None:
-                    self._metrics.waited(pool, started - waiting)
-                    ran = len(attempt.outputs) + (attempt.failure is not None)
-                    self._metrics.slot_held(replica, ran, time.perf_counter() - started)
+                    self._metrics.waited(pool, time.perf_counter() - waiting)
+                send = self._hold_slot(pool, replica, method, [inputs[i] for i in group])
+                attempt = await asyncio.shield(send)
                 await self._settle(pool, group, attempt, outputs, attempts, pending)
 
         await asyncio.gather(*(worker() for _ in range(slots)))
         lost = wire.platform_error_frame("ExecutionError", "input was lost")
         return [out if out is not None else lost for out in outputs]
+
+    def _hold_slot(
+        self, pool: Pool, replica: ReplicaRecord, method: str | None, batch: list[bytes]
+    ) -> asyncio.Task[Attempt]:
+        """Send the batch; the replica's slot is released when its answer ends, not when the
+        caller stops waiting: a caller that left (a `.map` broken out of) leaves the replica
+        running its input, and no other input may land on it meanwhile (`max_inputs`). The
+        answer still ends within the input's `timeout`, or when the replica is replaced."""
+        started = time.perf_counter()
+
+        def release(send: asyncio.Task[Attempt]) -> None:
+            self._sends.discard(send)
+            pool.queue.release(replica)
+            if self._metrics is not None and not send.cancelled() and not send.exception():
+                attempt = send.result()
+                ran = len(attempt.outputs) + (attempt.failure is not None)
+                self._metrics.slot_held(replica, ran, time.perf_counter() - started)
+
+        send = asyncio.ensure_future(self._send(pool, replica, method, batch))
+        self._sends.add(send)  # a task nobody awaits any more must stay referenced
+        send.add_done_callback(release)
+        return send
 
     async def _send(
         self, pool: Pool, replica: ReplicaRecord, method: str | None, batch: list[bytes]

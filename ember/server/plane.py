@@ -19,6 +19,7 @@ from ember.config_file import read_config_file, write_client_config
 from ember.http1 import Http1Pool
 from ember.resources import Resources
 from ember.runtime.images import BuiltImage, ImageBuilder, ImageBuildError
+from ember.runtime.volume_storage import storage_for
 from ember.server.autoscaler.loop import Autoscaler
 from ember.server.calls import CallRecorder, SpawnedCalls
 from ember.server.deployments import Deployment, Deployments
@@ -43,6 +44,8 @@ from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
 
 log = logging.getLogger("ember.server")
+FOLLOW_INTERVAL = 2.0  # seconds between looks at the store for other servers' deploys and stops
+LOG_SYNC_WAIT = 2.0  # seconds a read of an app's logs waits for its replicas' latest lines
 
 
 def local_backend(settings: ServerSettings) -> LocalBackend:
@@ -58,6 +61,23 @@ def local_backend(settings: ServerSettings) -> LocalBackend:
     )
 
 
+def ray_backend(settings: ServerSettings) -> Backend:
+    """Replicas as actors on the Ray cluster at `--ray-address` (RayUnavailable if none)."""
+    from ember.backends.ray import RayBackend  # imports Ray only when it is asked for
+
+    return RayBackend(
+        settings.ray_address,
+        node_dir=settings.ray_node_dir,
+        server_ports=[settings.port],
+        sandbox=settings.sandbox,
+        ca_cert=settings.tls_cert,
+    )
+
+
+def make_backend(settings: ServerSettings) -> Backend:
+    return ray_backend(settings) if settings.backend == "ray" else local_backend(settings)
+
+
 class ControlPlane:
     def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
         self.settings = settings
@@ -66,10 +86,11 @@ class ControlPlane:
         self.store = SqlStore(settings.db_url, blobs=self.secrets)
         self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
-        self.volumes = Volumes(self.store, settings.volumes_dir)
+        storage = storage_for(settings.volume_storage, settings.volumes_dir)
+        self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
         self.logs = LogSink(self.store)
-        self.replica_tokens = ReplicaTokens(self.store)
-        backend = backend or local_backend(settings)
+        self.replica_tokens = ReplicaTokens(self.store, settings.url)
+        backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
         self.lifecycle = Lifecycle()
         self.pools = PoolRegistry(on_wait=self._on_wait, clock=self.lifecycle.clock)
@@ -202,8 +223,8 @@ class ControlPlane:
     async def start(self) -> None:
         self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
         self.bootstrap_admin_token()
-        self.deployments.load()
-        for deployment in self.deployments.all():
+        self.deployments.forget_ephemeral()
+        for deployment in await self.deployments.follow(self.build_images):
             self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
@@ -215,8 +236,21 @@ class ControlPlane:
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
+            asyncio.ensure_future(self._follow_deployments()),
             *self.observability.start(),
         ]
+
+    async def _follow_deployments(self) -> None:
+        """Servers sharing one database serve the same apps: what is deployed or stopped through
+        another reaches this one within FOLLOW_INTERVAL (while the database is down, what this
+        server has in memory goes on serving)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                for deployment in await self.deployments.follow(self.build_images):
+                    self.prepare_templates(deployment)
+            except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
+                log.warning("could not read deployments from the store: %s", exc)
 
     def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""
@@ -227,6 +261,16 @@ class ControlPlane:
             token = self.store.create_token("admin", kind="admin").token
             log.info("created an admin token; wrote it to %s/config.toml", self.settings.home)
         write_client_config(self.settings.home, self.settings.url, token, self.settings.tls_cert)
+
+    async def sync_logs(self, app: str) -> None:
+        """Every line the app's live replicas printed so far, handed to the log sink (on Ray,
+        lines come from other nodes on a path of their own)."""
+        replicas = [r for pool in self.pools.for_app(app) for r in pool.replicas.values()]
+        syncs = [asyncio.ensure_future(r.handle.sync_logs()) for r in replicas if r.handle]
+        if syncs:
+            _, late = await asyncio.wait(syncs, timeout=LOG_SYNC_WAIT)
+            for sync in late:
+                sync.cancel()
 
     async def stop(self) -> None:
         """Stop every replica (no orphans), then flush what is buffered."""

@@ -38,6 +38,13 @@ class ServerSettings:
     gpus: str | None = None  # --gpus: none, indices ("0,1"), or declared ("H100:4"); None: found
     gpu_fallback_cpu: bool = False  # run functions whose GPU this host lacks on the CPU
     sandbox: bool = True  # network and PID namespaces per replica, where the host allows
+    # Where replicas run: "local" (processes on this host) or "ray" (actors on a Ray cluster).
+    backend: str = "local"
+    ray_address: str | None = None  # the cluster's HOST:PORT; None: `ray start` here, RAY_ADDRESS
+    ray_node_dir: str = "/tmp/ember-node"  # on each Ray node: sources, images, volume copies
+    advertise_url: str | None = None  # the server as replicas on other machines reach it
+    # Volumes in a folder every node mounts (the shared driver); None: $EMBER_HOME/volumes.
+    volumes_path: Path | None = None
     # Parked replicas (gpu_snapshot=True): how long and how many are kept, and how much of the
     # host's memory they may hold together; past any of these the oldest stops.
     park_for: float = 3600.0
@@ -66,8 +73,11 @@ class ServerSettings:
 
     @property
     def replica_server_url(self) -> str:
-        """The server as replicas reach it: on their loopback (a sandbox forwards the port),
-        unless the server listens on one address only."""
+        """The server as replicas reach it: `advertise_url` if given (replicas on other
+        machines); else on their loopback (a sandbox forwards the port), unless the server
+        listens on one address only."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
         scheme = "https" if self.tls else "http"
         host = self.host
         if host in ("127.0.0.1", "0.0.0.0", "::", "localhost"):
@@ -84,4 +94,9 @@ class ServerSettings:
 
     @property
     def volumes_dir(self) -> Path:
-        return self.home / "volumes"
+        return self.volumes_path or self.home / "volumes"
+
+    @property
+    def volume_storage(self) -> str:
+        """The volume driver (runtime/volume_storage.py): "shared" with --volumes-path."""
+        return "shared" if self.volumes_path else "local"

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from ember import wire
 from ember.names import MAX_PART, MAX_PATH, fits_filesystem, shown
 from ember.runtime.mounts import check_mount_path, ensure_mount_link
+from ember.runtime.volume_storage import VolumeStorage
 from ember.runtime.volumes import (
     AlreadyExists,
     PathNotFound,
@@ -45,8 +46,10 @@ def as_api_error(exc: VolumeError) -> ApiError:
 
 
 class Volumes:
-    def __init__(self, store: SqlStore, root: Path) -> None:
-        self._store, self.root = store, root
+    def __init__(self, store: SqlStore, storage: VolumeStorage, on_cluster: bool = False) -> None:
+        """`on_cluster`: replicas run on other machines, which see only shared storage."""
+        self._store, self.storage, self.root = store, storage, storage.root
+        self._on_cluster = on_cluster
 
     def start(self) -> None:
         """Drop the upload batches of a previous run: their clients are gone."""
@@ -62,7 +65,7 @@ class Volumes:
                 return self.info(name)
             raise AlreadyExists(f"volume {name!r} exists already; see `ember volume ls {name}`")
         try:
-            VolumeTree(self.root, name).create()
+            VolumeTree(self.storage, name).create()
         except BaseException:
             self._store.delete_volume(name)
             raise
@@ -71,13 +74,13 @@ class Volumes:
     def tree(self, name: str) -> VolumeTree:
         if self._store.get_volume(check_name(name)) is None:
             raise not_found(name)
-        return VolumeTree(self.root, name)
+        return VolumeTree(self.storage, name)
 
     def info(self, name: str) -> wire.VolumeInfo:
         created_at = self._store.get_volume(check_name(name))
         if created_at is None:
             raise not_found(name)
-        committed_at = VolumeTree(self.root, name).committed_at()
+        committed_at = VolumeTree(self.storage, name).committed_at()
         return wire.VolumeInfo(name=name, created_at=created_at, committed_at=committed_at)
 
     def all(self) -> list[wire.VolumeInfo]:
@@ -85,7 +88,7 @@ class Volumes:
             wire.VolumeInfo(
                 name=name,
                 created_at=created,
-                committed_at=VolumeTree(self.root, name).committed_at(),
+                committed_at=VolumeTree(self.storage, name).committed_at(),
             )
             for name, created in self._store.list_volumes()
         ]
@@ -103,6 +106,15 @@ class Volumes:
         paths are created here, so one that cannot be fails the deploy, not a replica."""
         known = {name for name, _ in self._store.list_volumes()} | set(request.create_volumes)
         for spec in request.functions:
+            if spec.volumes and self._on_cluster and self.storage.kind != "shared":
+                raise ApiError(
+                    400,
+                    "InvalidError",
+                    f"{spec.name} mounts volumes, which this server keeps on its own disk, and "
+                    "its replicas run on a Ray cluster whose nodes cannot see it: start the "
+                    "server with --volumes-path on a filesystem every node mounts "
+                    "(docs/cluster.md)",
+                )
             try:
                 paths = sorted(check_mount_path(p) for p in spec.volumes)
                 for name in spec.volumes.values():

@@ -54,6 +54,9 @@ class FakeReplica:
     async def wait(self) -> int:
         return await self.exit_code
 
+    async def sync_logs(self) -> None:
+        return
+
 
 class FakeBackend:
     def __init__(self, gpus: list[Gpu] | None = None, cores: int = 4) -> None:

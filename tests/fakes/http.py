@@ -12,13 +12,14 @@ from ember.http1 import HttpError
 
 @dataclass
 class Answer:
-    """What one request gets: a status, then body pieces; `hang` after them waits forever;
-    `error` breaks the connection after them."""
+    """What one request gets: a status, then body pieces; `hang` after them waits forever (or
+    until `until` is set, then the answer ends); `error` breaks the connection after them."""
 
     status: int = 200
     pieces: list[bytes] = field(default_factory=list)
     hang: bool = False
     error: str | None = None
+    until: asyncio.Event | None = None
 
     @classmethod
     def frames(cls, *frames: bytes, **kwargs: object) -> Answer:
@@ -36,7 +37,7 @@ class FakeResponse:
         if self.answer.error:
             raise HttpError(self.answer.error)
         if self.answer.hang:
-            await asyncio.Event().wait()
+            await (self.answer.until or asyncio.Event()).wait()
 
     async def read(self) -> bytes:
         return b"".join([p async for p in self.iter_body()])

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 
 from ember.sdk.exceptions import AlreadyExistsError, ExecutionError, PathNotFoundError
-from tests.conftest import RunningServer, start_server, wait_until
+from tests.conftest import BACKEND, RunningServer, start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_pid
 
 
 @pytest.fixture
-def mounted_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    """A server whose replicas (and this process) read tests/apps/volumes.py's mount path."""
+def mounted_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
+    """A server whose replicas (and this process) read tests/apps/volumes.py's mount path; on
+    EMBER_TEST_BACKEND's backend (on Ray: the shared-filesystem driver)."""
     monkeypatch.setenv("EMBER_TEST_VOLUME_MOUNT", str(tmp_path / "mnt" / "data"))
-    running = start_server(tmp_path / "home")
+    cluster = request.getfixturevalue("ray_cluster") if BACKEND == "ray" else None
+    running = start_server(tmp_path / "home", cluster=cluster)
     for key, value in running.env().items():
         monkeypatch.setenv(key, value)
     yield running
@@ -54,7 +58,8 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
         with pytest.raises(ExecutionError, match="crashed"):
             module.crash_in_commit.remote("a.txt", "torn", where)
         assert read.remote("a.txt", reload=True) == "one"
-    volume_dir = home / "volumes" / "shared-data"
+    volumes = home / ("shared-volumes" if mounted_server.cluster else "volumes")
+    volume_dir = volumes / "shared-data"
     assert list((volume_dir / "staging").iterdir())  # the "fsync" crash's half-built tree
     write.remote("b/c.txt", "two")
     assert not list((volume_dir / "staging").iterdir())  # cleaned by the next commit
@@ -81,7 +86,11 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
 
     # Stopped replicas leave no working copies behind.
     assert ember_cli("app", "stop", "volumes", env=mounted_server.env()).returncode == 0
-    wait_until(lambda: not list((home / "volumes" / ".replicas").iterdir()), timeout=60)
+    # (on a Ray node, the shared driver keeps them on the node's disk)
+    copies = (
+        mounted_server.cluster.root / "node" / "volumes" if mounted_server.cluster else volumes
+    ) / ".replicas"
+    wait_until(lambda: not list(copies.iterdir()), timeout=60)
 
 
 def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,15 @@ WALL = 1_795_000_000.0  # 2026-11-18, a Wednesday, mid-month (UTC)
 GPU_TYPES = {0: "H100", 1: "H100", 2: "A10G"}
 
 
+OPENED: list[SqlStore] = []  # every World's store, for close_worlds
+
+
+def close_worlds() -> None:
+    """Close the stores of the worlds a test made (a PostgreSQL connection left open warns)."""
+    while OPENED:
+        OPENED.pop().close()
+
+
 class World:
     def __init__(self, url: str, prices: PriceTable | None = None) -> None:
         """`url`: a SQLite file (writes happen in a thread: an in-memory database would be
@@ -26,6 +35,7 @@ class World:
         self.pools = PoolRegistry(on_wait=lambda: None, clock=self.clock)
         self.lifecycle.subscribe(self.pools.on_replica_event)
         self.store = SqlStore(url)
+        OPENED.append(self.store)
         self.meter = Meter(
             self.store, prices or PriceTable(), GPU_TYPES, self.pools.resources_of, self.clock,
             wall=lambda: WALL + self.clock.now - 100.0,

@@ -96,7 +96,8 @@ def test_blobs_stored_before_encryption_still_read(tmp_path: Path) -> None:
 
 def test_one_replica_token_per_app_revoked_with_the_app(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'ember.db'}")
-    tokens = ReplicaTokens(store)
+    tokens = ReplicaTokens(store, "http://127.0.0.1:8765")
+    other_server = ReplicaTokens(store, "http://10.0.0.2:8765").for_app("a")
     a, b = tokens.for_app("a"), tokens.for_app("b")
     assert tokens.for_app("a") == a != b
     record = store.verify_token(a)
@@ -105,5 +106,7 @@ def test_one_replica_token_per_app_revoked_with_the_app(tmp_path: Path) -> None:
     assert store.verify_token(a) is None and store.verify_token(b) is not None
     assert tokens.for_app("a") != a  # a redeploy gets a new one
     # A server that crashed left `b`'s token live; the next one revokes it before anything.
-    ReplicaTokens(store).revoke_all()
+    ReplicaTokens(store, "http://127.0.0.1:8765").revoke_all()
     assert store.verify_token(b) is None
+    # ...and leaves alone those of another server on the same database.
+    assert store.verify_token(other_server) is not None

@@ -4,6 +4,7 @@ refuses inputs that need a new replica, the autoscaler starts none), running inp
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ember.server.logs import LogSink
 from ember.server.metering.prices import PriceTable
 from ember.server.replicas.state import ReplicaState
 from ember.server.settings import ServerSettings
-from tests.unit.metering_world import World
+from tests.unit.metering_world import World, close_worlds
 
 S = ReplicaState
 PRICES = PriceTable(cpu_core=1.0, memory_gib=0.0)  # a replica with cpu=1 costs 1 USD a second
@@ -37,10 +38,11 @@ def _budgets(world: World, hook: Hook | None = None) -> Budgets:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    world = World(f"sqlite:///{tmp_path / 'ember.db'}", prices=PRICES)
+def world(database_url: str) -> Iterator[World]:
+    world = World(database_url, prices=PRICES)
     world.store.deploy(world.pool(cpu=1.0).deploy)
-    return world
+    yield world
+    close_worlds()
 
 
 def test_alerts_go_out_once_at_80_and_100_percent(world: World) -> None:

@@ -5,6 +5,7 @@ Replicas are fakes; their HTTP answers are scripted (tests/fakes/http.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from ember import wire
@@ -24,16 +25,19 @@ def platform_error(frame: bytes) -> dict[str, str]:
 
 async def run(h: Harness, pool: Pool, inputs: list[bytes]) -> list[bytes]:
     """Dispatch with replicas made ready as soon as the autoscaler starts them."""
-    import asyncio
-
     running = asyncio.ensure_future(h.dispatcher.run(pool, None, inputs))
     while not running.done():
-        await h.scale()
-        for replica in h.in_state(pool, ReplicaState.STARTING):
-            if replica.handle is not None and not h.fake(replica).ready.done():
-                h.fake(replica).become_ready()
-        await asyncio.sleep(0)
+        await step(h, pool)
     return running.result()
+
+
+async def step(h: Harness, pool: Pool) -> None:
+    """One autoscaler step; the replicas it started become ready."""
+    await h.scale()
+    for replica in h.in_state(pool, ReplicaState.STARTING):
+        if replica.handle is not None and not h.fake(replica).ready.done():
+            h.fake(replica).become_ready()
+    await asyncio.sleep(0)
 
 
 async def test_user_errors_are_retried_up_to_the_policy(harness: Harness) -> None:
@@ -116,3 +120,29 @@ async def test_too_few_outputs_is_an_error_not_a_crash_of_the_dispatcher(harness
     last = inputs.index(first_batch[-1])
     message = platform_error(outputs[last])["message"]
     assert f"{len(first_batch) - 1} outputs for {len(first_batch)} inputs" in message
+
+
+async def test_a_caller_that_leaves_keeps_the_slot_until_the_replica_answers(
+    harness: Harness,
+) -> None:
+    """A `.map` broken out of cancels its dispatch, but the replica still runs the input: with
+    `max_inputs=1`, no second input may reach it until that answer ends."""
+    pool = harness.pool(max_containers=1)
+    answered = asyncio.Event()
+    harness.http.answer = lambda target, body: Answer.frames(hang=True, until=answered)
+    left = asyncio.ensure_future(harness.dispatcher.run(pool, None, [b"first"]))
+    while not harness.http.requests:
+        await step(harness, pool)
+    left.cancel()
+    second = asyncio.ensure_future(run(harness, pool, [b"second"]))
+    await harness.scale()
+    (replica,) = pool.replicas.values()
+    assert replica.in_flight == 1 and len(harness.http.requests) == 1  # still busy: it waits
+    harness.http.answer = echo
+    answered.set()
+    assert await second == [b"\x00ok:second"]
+    assert [wire.unpack_frames(body) for _, body, _ in harness.http.requests] == [
+        [b"first"],
+        [b"second"],
+    ]
+    assert replica.state is ReplicaState.READY and replica.in_flight == 0

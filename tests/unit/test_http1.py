@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 
 import pytest
 
+from ember import http1
 from ember.http1 import Http1Pool, HttpError
 
 Handler = Callable[[int, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -77,6 +79,31 @@ async def test_a_reused_connection_closed_by_the_peer_is_retried_on_a_fresh_one(
             response = await pool.request("POST", "127.0.0.1", port, "/", body=b"x")
             assert (response.status, await response.read()) == (200, b"ok")
     assert script.connections == 2
+    await pool.close()
+
+
+async def test_an_idle_connection_expires_before_the_replicas_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The probe's D4, second trigger: bursts about 5 s apart (uvicorn's keep-alive) met
+    connections the replica's server was closing. One idle for IDLE_EXPIRY (4 s) is not reused."""
+
+    async def handler(
+        connection: int, request: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        writer.write(OK)
+        return True
+
+    now = [1000.0]
+    monkeypatch.setattr(http1, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    script = Script(handler)
+    pool = Http1Pool()
+    async with script as port:
+        for idle in (0.0, http1.IDLE_EXPIRY - 0.1, http1.IDLE_EXPIRY):
+            now[0] += idle
+            await (await pool.request("GET", "127.0.0.1", port, "/")).read()
+        assert script.connections == 2  # kept for 3.9 s, then a new one after 4 s idle
+        assert http1.IDLE_EXPIRY < 5.0  # a web_server on uvicorn (vLLM) closes after 5 s idle
     await pool.close()
 
 

@@ -3,7 +3,7 @@ crash (billed once), per-input GPU time, and the usage report."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,15 +11,17 @@ from ember.server.metering.prices import DEFAULT_GPU, MIN_CPU, MIN_MEMORY_MIB, P
 from ember.server.metering.usage import report
 from ember.server.metering.windows import CostWindows, month_start
 from ember.server.replicas.state import ReplicaState
-from tests.unit.metering_world import WALL, World
+from tests.unit.metering_world import WALL, World, close_worlds
 
 S = ReplicaState
 H100 = DEFAULT_GPU["H100"]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ember.db'}"
+def db(database_url: str) -> Iterator[str]:
+    """The meter's store, in each dialect (tests/conftest.py: database_url)."""
+    yield database_url
+    close_worlds()
 
 
 def _usage(world: World, by: str = "function", since: float = 0.0):  # type: ignore[no-untyped-def]

@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from ember.backends.base import Gpu
-from ember.server.replicas.state import IllegalTransition, Lifecycle, ReplicaState
+from ember.server.pools import Pool
+from ember.server.replicas.state import IllegalTransition, Lifecycle, ReplicaRecord, ReplicaState
 from ember.server.scheduling.queue import ReplicaStartupError
 from tests.fakes.clock import FakeClock
 from tests.fakes.http import Answer
@@ -182,13 +183,19 @@ async def test_pending_replicas_are_dropped_first_when_demand_falls(four_h100: H
     waiters[0].cancel()
 
 
-async def test_one_failed_health_check_does_not_replace_a_replica(harness: Harness) -> None:
-    pool = harness.pool()
+async def idle_replica(harness: Harness, pool: Pool) -> ReplicaRecord:
+    """A ready replica of `pool` with no input."""
     waiter = asyncio.ensure_future(pool.queue.acquire(timeout=60))
     await harness.scale()
     await harness.ready_all(pool)
     replica = await waiter
     pool.queue.release(replica)
+    return replica
+
+
+async def test_one_failed_health_check_does_not_replace_a_replica(harness: Harness) -> None:
+    pool = harness.pool()
+    replica = await idle_replica(harness, pool)
     answers = iter([503, 200, 503, 503, 503])
     harness.http.answer = lambda target, body: Answer(status=next(answers))
     for _ in range(4):
@@ -197,3 +204,23 @@ async def test_one_failed_health_check_does_not_replace_a_replica(harness: Harne
     await harness.supervisor.check_health(pool)
     assert replica.state is S.STOPPING
     assert all(fresh for _, _, fresh in harness.http.requests)  # probes on fresh connections
+
+
+async def test_a_replica_that_took_an_input_during_the_check_is_not_replaced(
+    harness: Harness,
+) -> None:
+    """The probe's D5: the check picks idle replicas, then probes them; one that took an input
+    meanwhile is busy, not dead, whatever its probe said."""
+    pool = harness.pool()
+    replica = await idle_replica(harness, pool)
+    harness.http.answer = lambda target, body: Answer(status=503)
+    for _ in range(2):
+        await harness.supervisor.check_health(pool)
+
+    def busy_now(target: str, body: bytes) -> Answer:
+        replica.take_slot()  # an input arrives while the probe is in flight
+        return Answer(status=503)
+
+    harness.http.answer = busy_now
+    await harness.supervisor.check_health(pool)
+    assert replica.state is S.READY and replica.in_flight == 1

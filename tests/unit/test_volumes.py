@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ember.runtime.mounts import (
     ensure_mount_link,
     mount_link,
 )
+from ember.runtime.volume_storage import SharedFilesystem, storage_for
 from ember.runtime.volumes import VolumeError, VolumeNotFound, VolumeTree, check_name, volume_path
 from ember.sdk.exceptions import InvalidError
 
@@ -57,8 +60,14 @@ def test_mount_paths() -> None:
         ember.Volume.from_name("no/slashes")
 
 
-def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
-    tree = VolumeTree(tmp_path, "vol")
+@pytest.fixture(params=["local", "shared"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Both storage drivers keep the same semantics (on this machine's disk, here)."""
+    return str(request.param)
+
+
+def test_commit_is_atomic_and_prunes(tmp_path: Path, kind: str) -> None:
+    tree = VolumeTree(storage_for(kind, tmp_path), "vol")
     with pytest.raises(VolumeNotFound, match="ember volume create vol"):
         tree.head()
     tree.create()
@@ -94,16 +103,16 @@ def test_commit_is_atomic_and_prunes(tmp_path: Path) -> None:
     assert os.stat(out / "f.txt").st_ino != os.stat(tree.snapshots / third / "f.txt").st_ino
 
 
-def test_dead_commits_are_cleaned_and_readers_retry(tmp_path: Path) -> None:
-    tree = VolumeTree(tmp_path, "vol")
+def test_dead_commits_are_cleaned_and_readers_retry(tmp_path: Path, kind: str) -> None:
+    storage = storage_for(kind, tmp_path)
+    tree = VolumeTree(storage, "vol")
     tree.create()
     staging = tmp_path / "vol" / "staging"
     dead, live = staging / "deadbeef0000", staging / "11fe11fe11fe"
     dead.mkdir(parents=True)
     live.mkdir()
     dead.with_suffix(".lock").touch()  # its committer died: nobody holds the lock
-    with live.with_suffix(".lock").open("a") as held:  # a commit under way elsewhere
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with storage.exclusive(live.with_suffix(".lock")):  # a commit under way elsewhere
         latest = tree.commit(lambda staging: staging.mkdir())
     assert not dead.exists() and not dead.with_suffix(".lock").exists()
     assert live.exists()
@@ -124,8 +133,8 @@ def test_dead_commits_are_cleaned_and_readers_retry(tmp_path: Path) -> None:
     assert len(calls) == 2
 
 
-def test_deleted_volume_refuses_commits(tmp_path: Path) -> None:
-    tree = VolumeTree(tmp_path, "vol")
+def test_deleted_volume_refuses_commits(tmp_path: Path, kind: str) -> None:
+    tree = VolumeTree(storage_for(kind, tmp_path), "vol")
     tree.create()
     tree.delete()
     assert not (tmp_path / "vol").exists()
@@ -148,10 +157,11 @@ def test_mount_links(tmp_path: Path) -> None:
         ensure_mount_link(str(tmp_path / "file" / "mnt"))
 
 
-def test_working_copy_commit_and_reload(tmp_path: Path) -> None:
-    root = tmp_path / "volumes"
-    VolumeTree(root, "vol").create()
-    mounts = Mounts(root, "r-test")
+def test_working_copy_commit_and_reload(tmp_path: Path, kind: str) -> None:
+    root, scratch = tmp_path / "volumes", tmp_path / "node-disk"
+    storage = storage_for(kind, root)
+    VolumeTree(storage, "vol").create()
+    mounts = Mounts(storage, "r-test", scratch)
     try:
         mounts.mount({str(tmp_path / "mnt"): "vol"})
         mounted = tmp_path / "mnt"
@@ -162,7 +172,58 @@ def test_working_copy_commit_and_reload(tmp_path: Path) -> None:
         copy.reload()
         assert (mounted / "a.txt").read_text() == "one"
         assert os.path.realpath(mounted) == str(copy.path)
+        # Shared storage keeps working copies on the node's own disk, local beside the trees.
+        assert copy.path.is_relative_to(scratch if kind == "shared" else root)
     finally:
         mounts.unmount()
         os.close(MOUNTS_FD)  # this test process is not a replica
     assert not (root / ".replicas" / "r-test").exists()
+    assert not (scratch / ".replicas" / "r-test").exists()
+
+
+def test_shared_locks_hold_between_threads_of_one_process(tmp_path: Path) -> None:
+    """Classic fcntl locks belong to a process, so a thread's commit could prune another
+    thread's staging folder; open-file-description locks belong to the open file."""
+    tree = VolumeTree(SharedFilesystem(tmp_path), "vol")
+    tree.create()
+    building, other_done = threading.Event(), threading.Event()
+    landed: list[str] = []
+
+    def slow(staging: Path) -> None:
+        staging.mkdir()
+        (staging / "slow.txt").write_text("slow")
+        building.set()
+        assert other_done.wait(30)  # the other commit (and its pruning) happens meanwhile
+
+    thread = threading.Thread(target=lambda: landed.append(tree.commit(slow)))
+    thread.start()
+    assert building.wait(30)
+    tree.commit(lambda staging: staging.mkdir())
+    other_done.set()
+    thread.join(30)
+    assert landed == [tree.head()]  # the slow commit survived the other's pruning and won
+    assert (tree.snapshots / tree.head() / "slow.txt").read_text() == "slow"
+
+
+def test_a_shared_lock_is_seen_by_another_process(tmp_path: Path) -> None:
+    storage = SharedFilesystem(tmp_path)
+    lock = tmp_path / "lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == b"held\n"
+        assert storage.held(lock)  # as a node sees another node's commit under way
+        holder.stdin.close()
+        holder.wait(30)
+    assert not storage.held(lock)  # its holder is gone: the kernel freed it
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from ember.runtime.volume_storage import SharedFilesystem
+with SharedFilesystem(Path(".")).exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""

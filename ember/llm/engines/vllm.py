@@ -101,6 +101,9 @@ class VllmEngine:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
     @property
     def is_sleeping(self) -> bool:
         return self._asleep

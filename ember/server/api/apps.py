@@ -82,6 +82,7 @@ async def app_logs(
     plane = plane_of(request)
     if plane.store.get_app(name) is None:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found")
+    await plane.sync_logs(name)
     await plane.logs.flush()
     filters = LogFilter(function=function, since=since, replica=replica)
     return plane.store.read_logs(name, after=after, limit=min(limit, 10_000), filters=filters)

@@ -9,32 +9,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
 from fastapi import Request
 
 from ember import wire
 from ember.names import shown
 from ember.server.errors import ApiError
 from ember.server.plane import ControlPlane
-from ember.server.store.sql import TokenRecord, hash_token
+from ember.server.store.sql import SqlStore, TokenRecord, hash_token
 
+log = logging.getLogger("ember.server")
 API_TOKEN_KINDS = ("admin", "replica")
+TOKEN_CACHE_TTL = 2.0  # seconds a verified token is trusted before the store is asked again
 REPLICA_REACH = "a replica's token reaches only its own app's functions and calls, and its volumes"
 
 
 class TokenCache:
-    """Verified tokens by hash, so the hot call path skips the store; cleared on revoke."""
+    """Verified tokens by hash, so the hot call path skips the store; cleared on revoke here.
 
-    def __init__(self) -> None:
-        self._valid: dict[str, TokenRecord] = {}
+    A token seen before is answered from memory. Once its entry is older than `ttl`, the store is
+    asked again off the event loop while the cached answer still serves: a revocation on another
+    server sharing the database is refused here within about `ttl` seconds, and while the
+    database is unreachable the tokens already seen keep working."""
+
+    def __init__(
+        self, ttl: float = TOKEN_CACHE_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._valid: dict[str, tuple[TokenRecord, float]] = {}  # hash -> (record, checked at)
+        self._rechecks: dict[str, asyncio.Task[None]] = {}  # hash -> the store being asked
 
     def verify(self, plane: ControlPlane, token: str) -> TokenRecord | None:
         key = hash_token(token)
-        record = self._valid.get(key)
-        if record is None:
+        cached = self._valid.get(key)
+        if cached is None:  # first sight: the store answers now
             record = plane.store.verify_token(token)
             if record is not None:
-                self._valid[key] = record
+                self._valid[key] = (record, self._clock())
+            return record
+        record, checked_at = cached
+        if self._clock() - checked_at > self._ttl and key not in self._rechecks:
+            recheck = self._recheck(plane.store, key, token)
+            self._rechecks[key] = asyncio.get_running_loop().create_task(recheck)
         return record
+
+    async def _recheck(self, store: SqlStore, key: str, token: str) -> None:
+        try:
+            record = await asyncio.to_thread(store.verify_token, token)
+        except Exception as exc:  # noqa: BLE001 - the database is down: keep serving from memory
+            log.warning("could not recheck a token (the cached answer stands): %s", exc)
+        else:
+            if record is None:
+                self._valid.pop(key, None)
+            elif key in self._valid:  # not cleared meanwhile
+                self._valid[key] = (record, self._clock())
+        finally:
+            self._rechecks.pop(key, None)
 
     def clear(self) -> None:
         self._valid.clear()

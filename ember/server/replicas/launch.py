@@ -40,6 +40,7 @@ class Launcher:
             graceful_shutdown=settings.replica_graceful_shutdown,
             ca_cert=str(settings.tls_cert) if settings.tls_cert else None,
             volume_root=str(settings.volumes_dir),
+            volume_storage=settings.volume_storage,
         )
 
     def launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaLaunch:

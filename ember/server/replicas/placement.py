@@ -62,10 +62,13 @@ def _take_gpus(request: GpuRequest, free: list[Gpu]) -> tuple[int, ...] | None:
 
 
 def _fit(option: GpuOption, free: list[Gpu]) -> list[Gpu] | None:
+    """`option.count` free GPUs of one type, all in one machine (a cluster has several)."""
     for gpu_type in option.types or sorted({gpu.type for gpu in free}):
         of_type = [gpu for gpu in free if gpu.type == gpu_type]
-        if len(of_type) >= option.count:
-            return of_type[: option.count]
+        for node in sorted({gpu.node for gpu in of_type}):
+            on_node = [gpu for gpu in of_type if gpu.node == node]
+            if len(on_node) >= option.count:
+                return on_node[: option.count]
     return None
 
 
@@ -130,7 +133,7 @@ def resolve_resources(
     notes: list[str] = []
     gpus = capabilities.gpus
     if resources.gpu is not None and not fits_ever(resources.gpu, gpus):
-        host = f"this host has {describe_gpus(gpus)}"
+        host = f"{capabilities.where} has {describe_gpus(gpus)}"
         if not gpu_fallback:
             raise Unplaceable(
                 f"{spec.name} asks for gpu {resources.gpu}, and {host}; deploy it where such "
@@ -140,7 +143,7 @@ def resolve_resources(
         resources = Resources(None, resources.cpu, resources.memory)
     if resources.cpu is not None and resources.cpu > capabilities.cores:
         notes.append(
-            f"{spec.name} asks for {resources.cpu:g} CPU cores; this host has "
+            f"{spec.name} asks for {resources.cpu:g} CPU cores; {capabilities.where} has "
             f"{capabilities.cores}, so it gets them all"
         )
     if resources.memory is not None and capabilities.memory_limit_missing:
@@ -159,12 +162,20 @@ def resolve_resources(
 
 
 def describe_gpus(gpus: Sequence[Gpu]) -> str:
-    """`2 x H100 (0, 1), 1 x T4 (2)`, or `no GPU`."""
-    by_type: dict[str, list[int]] = {}
+    """`2 x H100 (0, 1), 1 x T4 (2)`; on a cluster `4 x H100 (2 on 10.0.0.2, 2 on 10.0.0.3)`;
+    or `no GPU`."""
+    by_type: dict[str, list[Gpu]] = {}
     for gpu in gpus:
-        by_type.setdefault(gpu.type, []).append(gpu.index)
-    parts = [
-        f"{len(indices)} x {gpu_type} ({', '.join(map(str, indices))})"
-        for gpu_type, indices in by_type.items()
-    ]
-    return ", ".join(parts) or "no GPU"
+        by_type.setdefault(gpu.type, []).append(gpu)
+    return ", ".join(f"{len(of)} x {kind} ({_where(of)})" for kind, of in by_type.items()) or (
+        "no GPU"
+    )
+
+
+def _where(gpus: list[Gpu]) -> str:
+    if not any(gpu.node for gpu in gpus):
+        return ", ".join(str(gpu.index) for gpu in gpus)
+    per_node: dict[str, int] = {}
+    for gpu in gpus:
+        per_node[gpu.node] = per_node.get(gpu.node, 0) + 1
+    return ", ".join(f"{count} on {node}" for node, count in per_node.items())

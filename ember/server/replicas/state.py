@@ -77,6 +77,7 @@ class ReplicaRecord:
     tier: str = ""  # how it last became ready: "fresh", "fork" (from a template), "restore"
     phases: dict[str, float] = field(default_factory=dict)  # seconds: how it last started
     checkpointed: bool = False  # parked with its GPU state moved to host memory (GPU free)
+    parked_bytes: int = 0  # host memory its processes held once parked (idle: it stays so)
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight == 0
     exited: asyncio.Future[int] | None = None  # the exit code, once its process is gone
 

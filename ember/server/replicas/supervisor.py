@@ -242,6 +242,7 @@ class Supervisor:
             return
         if replica.state is not S.PARKING:
             return  # stopped meanwhile
+        replica.parked_bytes = self._backend.memory_bytes(replica.handle)
         if replica.checkpointed:
             self._inventory.release(replica.id)  # its GPU is free for others
         how = "GPU state checkpointed" if replica.checkpointed else "asleep, CUDA context kept"
@@ -301,13 +302,13 @@ class Supervisor:
             key=lambda r: r.since,
         )
         now, settings = self._lifecycle.clock(), self._settings
-        sizes = {r.id: self._backend.memory_bytes(r.handle) if r.handle else 0 for r in parked}
-        held, excess = sum(sizes.values()), len(parked) - settings.max_parked
+        held = sum(r.parked_bytes for r in parked)
+        excess = len(parked) - settings.max_parked
         budget = settings.parked_memory_fraction * self._capabilities.memory_bytes
         for replica in parked:
             if excess > 0 or held > budget or now - replica.since > settings.park_for:
                 self.kill(replica, "parked beyond the bounds (--park-for, --max-parked, memory)")
-                excess, held = excess - 1, held - sizes[replica.id]
+                excess, held = excess - 1, held - replica.parked_bytes
 
     async def _terminate(self, replica: ReplicaRecord, grace: float) -> None:
         if replica.handle is not None:  # else `_run` stops it once the spawn returns
@@ -320,6 +321,8 @@ class Supervisor:
         idle = [r for r in pool.replicas.values() if r.ready and r.in_flight == 0]
         results = await asyncio.gather(*(self._healthy(r) for r in idle))
         for replica, ok in zip(idle, results, strict=True):
+            if replica.in_flight:  # took an input during the probe: busy, which is not dead
+                continue
             replica.health_failures = 0 if ok else replica.health_failures + 1
             if replica.health_failures >= HEALTH_FAILURES and replica.ready:
                 failures = replica.health_failures

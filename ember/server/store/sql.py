@@ -1,5 +1,10 @@
 """SqlStore: apps, versions, tokens, calls, secrets, volumes, logs, usage and budgets, on SQLite or
-PostgreSQL."""
+PostgreSQL.
+
+Writes that two servers on one database can race (a deploy's version number, a secret, a volume,
+usage totals, budgets, alerts) are single upserts (INSERT ... ON CONFLICT, in both dialects), not
+a read and then a write.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 
 from ember import wire
 from ember.server.store import tables as t
+from ember.server.store.database import open_engine
 
 
 def hash_token(token: str) -> str:
@@ -72,12 +79,23 @@ class LogFilter:
         return clauses
 
 
-def _enable_sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that takes ON CONFLICT clauses, in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _inserted(conn: Connection, insert: Any, column: sa.Column[Any]) -> bool:
+    """Whether an INSERT ... ON CONFLICT DO NOTHING inserted its row (RETURNING tells; psycopg's
+    rowcount does not)."""
+    return conn.execute(insert.returning(column)).first() is not None
+
+
+def _upsert(conn: Connection, table: sa.Table, keys: list[str], row: dict[str, Any]) -> None:
+    """Insert `row`, or update the row with the same `keys` to its other values."""
+    insert = _insert(conn, table).values(**row)
+    updated = {name: value for name, value in row.items() if name not in keys}
+    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=updated))
 
 
 class SqlStore:
@@ -85,10 +103,7 @@ class SqlStore:
 
     def __init__(self, url: str, blobs: BlobBox | None = None) -> None:
         self._blobs = blobs  # without one (tokens-only users of the store), blobs stay as given
-        self.engine: Engine = sa.create_engine(url, future=True)
-        if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
-        t.metadata.create_all(self.engine)
+        self.engine: Engine = open_engine(url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,12 +162,14 @@ class SqlStore:
             )
         return result.rowcount > 0
 
-    def revoke_tokens(self, kind: str) -> None:
-        """Revoke every live token of `kind`."""
+    def revoke_tokens(self, kind: str, name: str) -> None:
+        """Revoke every live token of `kind` called `name`."""
         with self.engine.begin() as conn:
             conn.execute(
                 t.tokens.update()
-                .where(t.tokens.c.kind == kind, t.tokens.c.revoked.is_(False))
+                .where(
+                    t.tokens.c.kind == kind, t.tokens.c.name == name, t.tokens.c.revoked.is_(False)
+                )
                 .values(revoked=True)
             )
 
@@ -161,9 +178,16 @@ class SqlStore:
     def deploy(self, request: wire.DeployRequest) -> int:
         """Store a new version of the app and make it current; returns the version number."""
         now = time.time()
+        values = {"state": "deployed", "ephemeral": request.ephemeral, "updated_at": now}
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(t.apps).where(t.apps.c.name == request.app_name)).first()
-            version = row.version + 1 if row else 1
+            # One statement takes the next number: two deploys at once get two versions.
+            insert = _insert(conn, t.apps).values(
+                name=request.app_name, version=1, created_at=now, **values
+            )
+            bump = insert.on_conflict_do_update(
+                index_elements=["name"], set_={**values, "version": t.apps.c.version + 1}
+            )
+            version = conn.execute(bump.returning(t.apps.c.version)).scalar_one()
             conn.execute(
                 t.app_versions.insert().values(
                     app=request.app_name,
@@ -172,21 +196,7 @@ class SqlStore:
                     created_at=now,
                 )
             )
-            values = {
-                "state": "deployed",
-                "version": version,
-                "ephemeral": request.ephemeral,
-                "updated_at": now,
-            }
-            if row:
-                conn.execute(
-                    t.apps.update().where(t.apps.c.name == request.app_name).values(**values)
-                )
-            else:
-                conn.execute(
-                    t.apps.insert().values(name=request.app_name, created_at=now, **values)
-                )
-        return version
+        return int(version)
 
     def get_app(self, name: str) -> AppRecord | None:
         with self.engine.connect() as conn:
@@ -275,15 +285,19 @@ class SqlStore:
 
     def put_secret(self, name: str, sealed: bytes, keys: list[str]) -> None:
         now = time.time()
+        values = {"sealed": sealed, "key_names": ",".join(sorted(keys))}
+        created = t.secrets.c.created_at
+        # Never before the creation, which a racing server may have stamped a moment later.
+        updated_at = sa.case((created > now, created), else_=now)
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(t.secrets.c.name).where(t.secrets.c.name == name)
-            ).first()
-            values = {"sealed": sealed, "key_names": ",".join(sorted(keys)), "updated_at": now}
-            if exists:
-                conn.execute(t.secrets.update().where(t.secrets.c.name == name).values(**values))
-            else:
-                conn.execute(t.secrets.insert().values(name=name, created_at=now, **values))
+            insert = _insert(conn, t.secrets).values(
+                name=name, created_at=now, updated_at=now, **values
+            )
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["name"], set_={**values, "updated_at": updated_at}
+                )
+            )
 
     def get_secret(self, name: str) -> bytes | None:
         with self.engine.connect() as conn:
@@ -325,10 +339,9 @@ class SqlStore:
         """Record a new volume; returns its creation time, or None if it exists already."""
         now = time.time()
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.volumes).where(t.volumes.c.name == name)).first():
-                return None
-            conn.execute(t.volumes.insert().values(name=name, created_at=now))
-        return now
+            insert = _insert(conn, t.volumes).values(name=name, created_at=now)
+            created = _inserted(conn, insert.on_conflict_do_nothing(), t.volumes.c.name)
+        return now if created else None
 
     def get_volume(self, name: str) -> float | None:
         """The volume's creation time, or None if there is no such volume."""
@@ -411,12 +424,7 @@ class SqlStore:
         """Insert new usage segments, update the ones already stored (by id)."""
         with self.engine.begin() as conn:
             for row in rows:
-                table = t.usage_segments
-                updated = conn.execute(
-                    table.update().where(table.c.id == row["id"]).values(**row)
-                ).rowcount
-                if not updated:
-                    conn.execute(table.insert().values(**row))
+                _upsert(conn, t.usage_segments, ["id"], row)
 
     def close_open_segments(self) -> int:
         """Segments a server that died left open end at their last checkpoint."""
@@ -440,10 +448,10 @@ class SqlStore:
         table = t.input_usage
         with self.engine.begin() as conn:
             for row in rows:
-                key = [table.c[name] == row[name] for name in ("app", "function", "day")]
-                added = {name: getattr(table.c, name) + row[name] for name in INPUT_TOTALS}
-                if not conn.execute(table.update().where(*key).values(**added)).rowcount:
-                    conn.execute(table.insert().values(**row))
+                added = {name: table.c[name] + row[name] for name in INPUT_TOTALS}
+                insert = _insert(conn, table).values(**row)
+                keys = ["app", "function", "day"]
+                conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=added))
 
     def input_usage(self, since_day: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -453,13 +461,9 @@ class SqlStore:
     # -- budgets --------------------------------------------------------------------------
 
     def set_budget(self, scope: str, monthly_usd: float) -> None:
-        table, now = t.budgets, time.time()
+        row = {"scope": scope, "monthly_usd": monthly_usd, "updated_at": time.time()}
         with self.engine.begin() as conn:
-            values = {"monthly_usd": monthly_usd, "updated_at": now}
-            if not conn.execute(
-                table.update().where(table.c.scope == scope).values(**values)
-            ).rowcount:
-                conn.execute(table.insert().values(scope=scope, **values))
+            _upsert(conn, t.budgets, ["scope"], row)
 
     def delete_budget(self, scope: str) -> bool:
         with self.engine.begin() as conn:
@@ -472,14 +476,7 @@ class SqlStore:
 
     def claim_alert(self, scope: str, month: str, level: int) -> bool:
         """Record that this alert goes out; False if it went out already (it goes out once)."""
-        table = t.budget_alerts
+        row = {"scope": scope, "month": month, "level": level, "sent_at": time.time()}
         with self.engine.begin() as conn:
-            sent = conn.execute(
-                sa.select(table.c.level).where(
-                    table.c.scope == scope, table.c.month == month, table.c.level == level
-                )
-            ).first()
-            if sent is None:
-                row = {"scope": scope, "month": month, "level": level, "sent_at": time.time()}
-                conn.execute(table.insert().values(**row))
-        return sent is None
+            insert = _insert(conn, t.budget_alerts).values(**row)
+            return _inserted(conn, insert.on_conflict_do_nothing(), t.budget_alerts.c.level)

@@ -26,6 +26,11 @@ MAX_MODEL_LEN = 512
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
+# Clients a test made: closed after it, so no kept-alive socket is left for the garbage collector
+# to report (a ResourceWarning, an error under `filterwarnings = error`) in some later test.
+OPEN_CLIENTS: list[openai.OpenAI] = []
+
+
 @dataclass
 class Endpoint:
     base_url: str
@@ -33,7 +38,10 @@ class Endpoint:
     model: str
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+        """A client, closed when the test ends (tests/integration/llm/conftest.py)."""
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0)
+        OPEN_CLIENTS.append(client)
+        return client
 
     def post(self, path: str, body: bytes | dict[str, object]) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -159,6 +167,20 @@ def test_stop_strings_and_max_tokens(endpoint: Endpoint) -> None:
          "shorten"),
         ({"model": "MODEL", "messages": QUESTION, "n": 2}, 400, "n=1"),
         ({"model": "MODEL", "messages": QUESTION, "temperature": 5}, 400, "temperature"),
+        # Strict types: no "4" for 4, no true for 1.
+        ({"model": "MODEL", "messages": QUESTION, "max_tokens": "4"}, 400, "max_tokens"),
+        ({"model": "MODEL", "messages": QUESTION, "max_tokens": True}, 400, "max_tokens"),
+        # Fields that would change the answer are refused, naming the field (D15).
+        ({"model": "MODEL", "messages": QUESTION, "tools": [{"type": "function"}]}, 400, "`tools`"),
+        ({"model": "MODEL", "messages": QUESTION, "tool_choice": "required"}, 400, "`tool_choice`"),
+        ({"model": "MODEL", "messages": QUESTION, "response_format": {"type": "json_object"}}, 400,
+         "`response_format`"),
+        ({"model": "MODEL", "messages": QUESTION, "logprobs": True}, 400, "`logprobs`"),
+        ({"model": "MODEL", "messages": QUESTION, "top_logprobs": 2}, 400, "`top_logprobs`"),
+        ({"model": "MODEL", "messages": QUESTION, "logit_bias": {"1": 5}}, 400, "`logit_bias`"),
+        # 50,000 nested brackets: a 400, not a RecursionError (D19).
+        (b'{"model": "x", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400,
+         "not valid JSON"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_openai_errors_and_the_engine_keeps_serving(
@@ -179,9 +201,84 @@ def test_bad_requests_get_openai_errors_and_the_engine_keeps_serving(
     assert reply.choices[0].message.content
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"prompt": "\udc80", "max_tokens": 2}, "surrogate"),  # not 500 (D19)
+        ({"prompt": "hi", "echo": True}, "`echo`"),
+        ({"prompt": "hi", "suffix": "!"}, "`suffix`"),
+        ({"prompt": "hi", "best_of": 3}, "`best_of`"),
+        ({"prompt": "hi", "logprobs": 1}, "`logprobs`"),
+        ({"prompt": [1, 2, "x"]}, "prompt"),
+    ],
+)
+def test_bad_completions_get_a_400_naming_what_is_wrong(
+    endpoint: Endpoint, body: dict[str, object], says: str
+) -> None:
+    # json.dumps writes the surrogate as the escape \\udc80, as the probe sent it
+    response = endpoint.post("/completions", json.dumps({"model": endpoint.model, **body}).encode())
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+
+
+def test_a_huge_prompt_is_refused_before_tokenizing_while_streams_go_on(endpoint: Endpoint) -> None:
+    client = endpoint.client()
+    stream = client.completions.create(
+        model=endpoint.model, prompt="Once upon a time", max_tokens=40, temperature=0, stream=True
+    )
+    first = next(iter(stream))
+    huge = {"model": endpoint.model, "prompt": "hello " * 1_750_000}  # 10.5 MB, as D6 sent it
+    response = endpoint.post("/completions", huge)
+    assert response.status_code == 400
+    assert "characters" in response.json()["error"]["message"]  # counted, never tokenized
+    rest = list(stream)
+    assert rest[-1].choices[0].finish_reason == "length" and first.choices
+
+
+def test_a_stream_nobody_reads_holds_up_no_one_and_loses_nothing(endpoint: Endpoint) -> None:
+    body = {"model": endpoint.model, "prompt": "The capital of France is", "max_tokens": 30,
+            "temperature": 0}  # fmt: skip
+    answer = endpoint.client().completions.create(**body).choices[0].text  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+    with httpx.stream(
+        "POST", endpoint.base_url + "/completions", json={**body, "stream": True},
+        headers=headers, timeout=120,
+    ) as unread:  # fmt: skip
+        assert unread.status_code == 200
+        other = endpoint.client().completions.create(**{**body, "prompt": "1, 2, 3,"})  # type: ignore[arg-type]
+        assert other.choices[0].finish_reason == "length"
+        events = [line[6:] for line in unread.iter_lines() if line.startswith("data: {")]
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events) == answer
+
+
+def test_a_client_that_goes_away_frees_its_place_in_the_batch(endpoint: Endpoint) -> None:
+    root = endpoint.base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+
+    def running() -> float:
+        metrics = httpx.get(root + "/metrics", headers=headers).text
+        return float(
+            next(
+                li for li in metrics.splitlines() if li.startswith("ember_llm_engine_running")
+            ).split()[1]
+        )
+
+    body = {  # ignore_eos: it would run all 400 tokens if nobody stopped it
+        "model": endpoint.model,
+        "prompt": "Tell me a story.",
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream("POST", endpoint.base_url + "/completions", json=body, headers=headers) as r:
+        next(r.iter_lines())  # the first token is out
+        assert running() == 1
+    wait_until(lambda: running() == 0)  # long before 400 tokens
+
+
 def test_the_key_is_required(endpoint: Endpoint) -> None:
     wrong = openai.OpenAI(base_url=endpoint.base_url, api_key="not-the-key", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with wrong, pytest.raises(openai.AuthenticationError):
         wrong.models.list()
 
 
@@ -218,6 +315,23 @@ def test_an_idle_replica_parks_and_the_next_request_wakes_it(
     assert function.replicas == {"ready": 1}
     assert function.cold_start is not None and function.cold_start.tier == "restore"
     assert "wake" in function.cold_start.phases
+
+
+def test_replicas_fork_from_a_template_that_loaded_the_model(
+    server: RunningServer, model_dir: Path
+) -> None:
+    result = ember_cli(
+        "llm", "serve", str(model_dir), "--name", "forks", "--json", env=server.env()
+    )
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    with served.client() as client:  # a hung generation fails the request, not the whole suite
+        answer = client.chat.completions.create(
+            model=served.model, messages=QUESTION, temperature=0, max_tokens=8, timeout=120
+        )  # type: ignore[arg-type]
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    function = llm_function("forks")
+    assert function.cold_start is not None and function.cold_start.tier == "fork"
 
 
 def llm_function(app: str) -> wire.FunctionInfo:
