@@ -38,7 +38,7 @@ from ember.backends.base import (
 from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
-from ember.runtime.mounts import replica_dir
+from ember.runtime.mounts import working_dir
 
 # What a replica inherits from the server's environment: how to find programs, its Python
 # packages and libraries, locale, temp folder, proxies. Documented in the README.
@@ -133,6 +133,8 @@ class LocalBackend:
         self._replicas: set[LocalReplica] = set()
         self._templates: set[LocalTemplate] = set()
         run_dir.mkdir(parents=True, exist_ok=True)
+        if sandbox is not None and sandbox.user is not None:  # shut out even outside its view
+            self._data_dir.chmod(0o700)
         stop_leftovers(run_dir)
 
     def capabilities(self) -> Capabilities:
@@ -288,8 +290,7 @@ class LocalBackend:
             return self._replica(
                 launch, process, process.pid, port, web.port if web else None, status
             )
-        spec, replica_id = launch.spec, launch.assignment.replica_id
-        scratch = replica_dir(Path(spec.volume_root), replica_id) if spec.volume_root else None
+        scratch = working_dir(launch.spec, launch.assignment.replica_id)
         view = await asyncio.to_thread(self._sandbox.view, launch, self._data_dir, scratch)
         info_r, info_w = os.pipe()
         try:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember import wire
 from ember.backends.base import ReplicaLaunch
 from ember.process import die_with_parent
 from ember.runtime.mounts import check_mount_path, mount_link
@@ -160,7 +161,8 @@ class Sandbox:
         """What `launch` sees of `data_dir`, with what it needs handed to its user (blocking:
         run it in a thread). `scratch` (made here, if the replica needs it) holds its volumes'
         working copies and, for `user`, its home folder."""
-        read, volumes = _needs(launch, data_dir)
+        private = _private_roots(launch.spec, data_dir)
+        read, volumes = _needs(launch, data_dir, private)
         write = [(v, v) for v in volumes]
         home = None
         if scratch is not None and (volumes or self.user):
@@ -171,14 +173,14 @@ class Sandbox:
                 (scratch / "home").mkdir(exist_ok=True)
                 home = scratch.parent / "home"
         if self.user is None:
-            return View((data_dir,), tuple(read), tuple(write))
+            return View(private, tuple(read), tuple(write))
         self._grant([p for p in read if p not in self.granted], write=False)
         self.granted.update(p for p in read if p.parent != data_dir)  # not SHARED_READ
         self._grant([source for source, _ in write], write=True)
-        runtime = [p for p in _runtime_paths() if not p.is_relative_to(data_dir)]
+        runtime = [p for p in _runtime_paths() if not _under(p, private)]
         mounts = [Path(check_mount_path(p)) for p in launch.spec.function.volumes]
-        closed = {c for p in [data_dir, *runtime, *mounts] if (c := self._highest_closed(p))}
-        hidden = tuple(sorted(c for c in closed | {data_dir} if not _under(c, closed - {c})))
+        closed = {c for p in [*private, *runtime, *mounts] if (c := self._highest_closed(p))}
+        hidden = _outermost(closed | set(private))
         read = [p for p in runtime if _under(p, hidden)] + read
         # A mount link the server made in a folder the user cannot pass is made again in the view.
         links = tuple((mount_link(str(p)), p) for p in mounts if _under(p, hidden))
@@ -283,16 +285,29 @@ class Sandbox:
             raise SandboxError(f"bwrap exited with {code}: {stderr.decode(errors='replace')}")
 
 
-def _needs(launch: ReplicaLaunch, data_dir: Path) -> tuple[list[Path], list[Path]]:
-    """What of `data_dir` the replica reads (its source, its image, the server's certificate,
-    SHARED_READ) and writes (its volumes)."""
+def _private_roots(spec: wire.ReplicaSpec, data_dir: Path) -> tuple[Path, ...]:
+    """The folders no replica sees but for what is bound back: the data directory, and the
+    volume storage and working copies' folder where they are elsewhere (`--volumes-path`)."""
+    roots = [data_dir, *(Path(p) for p in (spec.volume_root, spec.volume_scratch) if p)]
+    return _outermost(set(roots))
+
+
+def _outermost(folders: set[Path]) -> tuple[Path, ...]:
+    return tuple(sorted(f for f in folders if not _under(f, folders - {f})))
+
+
+def _needs(
+    launch: ReplicaLaunch, data_dir: Path, private: tuple[Path, ...]
+) -> tuple[list[Path], list[Path]]:
+    """What of the `private` folders the replica reads (its source, its image, the server's
+    certificate, SHARED_READ of `data_dir`) and writes (its volumes)."""
     spec = launch.spec
     read = [Path(p) for p in (spec.source_dir, spec.ca_cert) if p]
     if launch.python:
         read.append(Path(launch.python).parents[2])  # the image: <hash>/venv/bin/python
     read += [data_dir / name for name in SHARED_READ if (data_dir / name).is_dir()]
     volumes = {Path(spec.volume_root or data_dir) / n for n in spec.function.volumes.values()}
-    return [p for p in read if p.is_relative_to(data_dir)], sorted(volumes)
+    return [p for p in read if _under(p, private)], sorted(volumes)
 
 
 def _as_replica_user(plain: Sandbox) -> Sandbox:

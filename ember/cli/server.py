@@ -204,7 +204,12 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
             "function runs one replica, on the host's port.[/yellow]"
         )
     if capabilities.tenancy_missing is None:
-        console.print("Apps: isolated from each other (replicas run as an unprivileged user)")
+        where = "" if capabilities.where == "this host" else (
+            " on each node where Ray runs as root (a node that cannot says so in the logs of "
+            "the replicas it runs)"
+        )  # fmt: skip
+        console.print(f"Apps: isolated from each other{where} (replicas run as an "
+                      "unprivileged user)")  # fmt: skip
     else:
         console.print(f"[yellow]Apps are not isolated from each other (single-tenant mode): "
                       f"{capabilities.tenancy_missing}. Replicas can read the server's data "

@@ -4,10 +4,18 @@ arguments bwrap gets and the modes on disk (the sandbox itself: test_data_isolat
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
-from ember.backends.sandbox import View, grant
+import pytest
+
+from ember import wire
+from ember.backends import sandbox as sandbox_module
+from ember.backends.base import ReplicaLaunch
+from ember.backends.local import LocalBackend
+from ember.backends.sandbox import Sandbox, View, grant
+from ember.runtime.mounts import working_dir
 
 
 def test_the_view_hides_the_data_directory_and_binds_back_only_what_was_given() -> None:
@@ -54,3 +62,66 @@ def test_a_read_only_tree_is_readable_not_writable(tmp_path: Path) -> None:
     grant(source, os.getgid(), write=False)
     assert stat.S_IMODE((source / "app.py").stat().st_mode) == 0o640
     assert stat.S_IMODE(source.stat().st_mode) == 0o750
+
+
+def _launch(tmp_path: Path, **spec: object) -> ReplicaLaunch:
+    function = wire.FunctionSpec(name="f", volumes={"/data": "vol"})
+    return ReplicaLaunch(
+        spec=wire.ReplicaSpec(app_name="a", version=1, declared_name="app", module="m",
+                              source_dir=str(tmp_path / "home/apps/a/v1"), function=function,
+                              server_url="http://127.0.0.1:1", **spec),  # type: ignore[arg-type]
+        assignment=wire.ReplicaAssignment(replica_id="r-1", token="t"),
+        on_log=print,
+    )  # fmt: skip
+
+
+def test_volumes_kept_outside_the_data_directory_are_hidden_too(tmp_path: Path) -> None:
+    """With --volumes-path (shared storage) the volumes are not under $EMBER_HOME: the view
+    hides that folder as well, and binds back only this replica's volume and scratch."""
+    home, shared = tmp_path / "home", tmp_path / "nfs"
+    launch = _launch(tmp_path, volume_root=str(shared), volume_storage="shared")
+    scratch = working_dir(launch.spec, "r-1")
+    assert scratch == shared / ".replicas/r-1"
+    view = Sandbox("bwrap", "pasta").view(launch, home, scratch)
+    assert view.hidden == (home, shared)
+    assert view.write == ((shared / "vol", shared / "vol"), (scratch, shared / ".replicas"))
+
+
+def test_a_ray_nodes_working_copies_are_on_its_own_disk_in_its_view(tmp_path: Path) -> None:
+    node, shared = tmp_path / "node", tmp_path / "nfs"
+    launch = _launch(tmp_path, volume_root=str(shared), volume_storage="shared",
+                     volume_scratch=str(node / "volumes"))  # fmt: skip
+    scratch = working_dir(launch.spec, "r-1")
+    assert scratch == node / "volumes/.replicas/r-1"
+    view = Sandbox("bwrap", "pasta").view(launch, node, scratch)
+    assert set(view.hidden) == {node, shared}
+    assert (scratch, node / "volumes/.replicas") in view.write
+
+
+def test_a_server_that_is_not_root_is_single_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision only: the probe (a real sandbox) is the integration tests'."""
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sandbox_module, "_probed", lambda sandbox: sandbox)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    found, why_not = Sandbox.detect()
+    assert why_not is None and found is not None
+    assert found.user is None and found.shared == "the server does not run as root"
+
+
+def test_root_that_cannot_make_the_user_is_single_tenant_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_user(plain: Sandbox) -> Sandbox:
+        raise OSError("useradd ember-replica failed: cannot lock /etc/passwd")
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sandbox_module, "_probed", lambda sandbox: sandbox)
+    monkeypatch.setattr(sandbox_module, "_as_replica_user", no_user)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    found, _ = Sandbox.detect()
+    assert found is not None and found.user is None
+    backend = LocalBackend((), {}, (), tmp_path / "run", found, None)
+    assert backend.capabilities().tenancy_missing == (
+        "replicas cannot run as ember-replica "
+        "(useradd ember-replica failed: cannot lock /etc/passwd)"
+    )
