@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import BACKEND, RunningServer, start_server
 from tests.integration.helpers import ember_cli, load
 
 SANDBOXED = shutil.which("bwrap") is not None and shutil.which("pasta") is not None
@@ -78,3 +78,31 @@ def test_a_server_that_cannot_isolate_apps_says_it_is_single_tenant(tmp_path: Pa
         assert "--no-sandbox was given" in startup
     finally:
         running.stop()
+
+
+@pytest.mark.skipif(BACKEND == "ray", reason="the Ray pass's servers keep volumes so already")
+def test_volumes_kept_outside_the_data_directory_are_hidden_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--volumes-path` (a filesystem every node mounts) puts every app's volumes outside
+    $EMBER_HOME: a replica still finds only its own there."""
+    shared = tmp_path / "nfs"
+    running = start_server(tmp_path / "home", extra_args=["--volumes-path", str(shared)])
+    try:
+        env = running.env()
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        victim_file = tmp_path / "secret.txt"
+        victim_file.write_text("the victim's data")
+        assert ember_cli("volume", "create", "victim-data", env=env).returncode == 0
+        put = ("volume", "put", "victim-data", str(victim_file), "/secret.txt")
+        assert ember_cli(*put, env=env).returncode == 0
+        snooper = load("snooper")
+        snooper.app.deploy()
+        victim = [f"{shared}/victim-data/HEAD", f"{shared}/victim-data/snapshots"]
+        paths = snooper.look.remote([str(shared), *victim])["paths"]
+        assert paths[str(shared)] == "listed: .replicas,snooper-data"
+        for path in victim:
+            assert not paths[path].startswith(("read", "listed")), (path, paths[path])
+    finally:
+        assert not running.stop()
