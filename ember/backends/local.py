@@ -1,9 +1,9 @@
 """The local backend: each replica is a `python -m ember.runtime.replica` process on this host.
 
-Replicas run in a sandbox (sandbox.py: own network and PID namespaces) where the host allows it,
-else as plain processes in their own session. Each gets a listening socket on the host's
-loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts this backend on each
-node), made here and inherited, a status pipe on which it reports ready or failed, and an
+Replicas run in a sandbox (sandbox.py: own network, PID and IPC namespaces, a view of the files)
+where the host allows it, else as plain processes in their own session. Each gets a listening
+socket on the host's loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts
+this backend on each node), made here and inherited, a status pipe on which it reports ready or failed, and an
 environment built from nothing but BASE_ENV, the image's env, its secrets and its assignment:
 nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
 """

@@ -15,15 +15,16 @@ The replica's own server needs no forwarding: its listening socket is made on th
 before the sandbox and inherited (a socket keeps the namespace it was made in).
 
 What a replica sees of the files (`View`): the host as it is, a fresh /proc (its own processes
-only), and the server's data directory (and the volumes' folder, where it is elsewhere) replaced
-by an empty folder into which only what this replica needs is bound back: its app's source,
-its image, its volumes and a scratch folder for its working copies. The database, the key file, tokens, other apps' sources and volumes are not
-there. Where the server runs as root, the replica also runs as the unprivileged `ember-replica`
-user (created at start if missing: `ReplicaUser`), which the 0700 root-owned data directory
-shuts out even if the view were escaped: bwrap runs as root without a user namespace, so that it
-can bind paths from that directory, and `setpriv` drops to the user before the replica starts.
-What the user must read or write is handed to its group (`grant`). A server that is not root
-cannot switch users: its replicas run as itself, and it says so (single-tenant mode).
+only), and the server's data directory (and the volumes' folder, where it is elsewhere) replaced by
+an empty folder into which only what this replica needs is bound back: its app's source, its image,
+its volumes and a scratch folder for its working copies. The database, the key file, tokens, other
+apps' sources and volumes are not there. Where the server runs as root, the replica also runs as
+the unprivileged `ember-replica` user (created at start if missing: `ReplicaUser`), which the 0700
+root-owned data directory shuts out even if the view were escaped: bwrap runs as root without a
+user namespace, so that it can bind paths from that directory, and `setpriv` drops to the user
+before the replica starts. What the user must read or write is handed to its group (`grant`). A
+server that is not root cannot switch users: its replicas run as itself, and it says so
+(single-tenant mode).
 """
 
 from __future__ import annotations

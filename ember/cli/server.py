@@ -76,7 +76,7 @@ def server(
         None, help="'cpu': run functions whose GPU this host lacks on the CPU, not refuse them."
     ),
     sandbox: bool = typer.Option(
-        True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
+        True, help="Give each replica its own network, PID and IPC namespaces (bubblewrap + pasta)."
     ),
     backend: str = typer.Option(
         "local", help="Where replicas run: 'local' (this host) or 'ray' (a Ray cluster)."
@@ -197,7 +197,7 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
         console.print(f"Replicas run on {capabilities.where}")
     console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
     if capabilities.isolation_missing is None:
-        console.print("Replicas: sandboxed (own network and PID namespaces)")
+        console.print("Replicas: sandboxed (own network, PID and IPC namespaces)")
     else:
         console.print(
             f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
