@@ -3,9 +3,9 @@
 Replicas run in a sandbox (sandbox.py: own network, PID and IPC namespaces, a view of the files)
 where the host allows it, else as plain processes in their own session. Each gets a listening
 socket on the host's loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts
-this backend on each node), made here and inherited, a status pipe on which it reports ready or failed, and an
-environment built from nothing but BASE_ENV, the image's env, its secrets and its assignment:
-nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
+this backend on each node), made here and inherited, a status pipe on which it reports ready or
+failed, and an environment built from nothing but BASE_ENV, the image's env, its secrets and its
+assignment: nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
 """
 
 from __future__ import annotations
