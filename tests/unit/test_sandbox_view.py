@@ -1,5 +1,6 @@
 """A sandbox's view of the data directory and the access handed to the replicas' user: the
-arguments bwrap gets and the modes on disk (the sandbox itself: test_data_isolation.py)."""
+arguments bwrap gets and the modes on disk (the sandbox itself: test_data_isolation.py); when a
+server is single-tenant, and what its start says."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 
 from ember import wire
 from ember.backends import sandbox as sandbox_module
-from ember.backends.base import ReplicaLaunch
+from ember.backends.base import Capabilities, ReplicaLaunch
 from ember.backends.local import LocalBackend
 from ember.backends.sandbox import Sandbox, View, grant
+from ember.cli.server import _print_capabilities
 from ember.runtime.mounts import working_dir
 
 
@@ -125,3 +127,19 @@ def test_root_that_cannot_make_the_user_is_single_tenant_and_says_why(
         "replicas cannot run as ember-replica "
         "(useradd ember-replica failed: cannot lock /etc/passwd)"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("this host", "Apps: isolated from each other (replicas run as an unprivileged user)"),
+     ("the Ray cluster", "Apps: isolated from each other on each node where Ray runs as root (a "
+                         "node that cannot says so in the logs of the replicas it runs)")],
+)  # fmt: skip
+def test_the_start_says_where_apps_are_isolated(
+    where: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capabilities = Capabilities(gpus=(), cores=1, isolation_missing=None, where=where,
+                                memory_limit_missing=None, cpu_limit_missing=None,
+                                tenancy_missing=None)  # fmt: skip
+    _print_capabilities(capabilities, gpu_fallback_cpu=False)
+    assert said in " ".join(capsys.readouterr().out.split())
