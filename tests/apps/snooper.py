@@ -35,6 +35,7 @@ def home_is_writable() -> str:
 def findings(paths: list[str]) -> dict[str, object]:
     return {
         "paths": {path: attempt(path) for path in paths},
+        "own_source": attempt(__file__),  # where its server put it (on Ray: its node's copy)
         "uid": os.getuid(),
         "env": dict(os.environ),
         "home_writable": home_is_writable(),
