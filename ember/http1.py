@@ -41,6 +41,7 @@ class _Connection:
     writer: asyncio.StreamWriter
     reused: bool = False
     idle_since: float = 0.0
+    quick_ack: bool = False  # the request it carries now asked for ack_now() after each read
 
     def close(self) -> None:
         self.writer.close()
@@ -119,7 +120,8 @@ class _Parser:
         self.keep_alive = self.http.should_keep_alive()
         names = {name.lower() for name, _ in self.headers}
         self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
-        self.headers_done.set_result(True)
+        if not self.headers_done.done():  # cancelled with the request that awaited it
+            self.headers_done.set_result(True)
 
     def on_body(self, body: bytes) -> None:
         self._body.put_nowait(body)
@@ -167,17 +169,22 @@ class Http1Pool:
         body: bytes | AsyncIterator[bytes] = b"",
         connect_timeout: float | None = 5.0,
         fresh: bool = False,
+        quick_ack: bool = False,
     ) -> Response:
         """Send a request; returns once the response headers are in (the body streams).
 
-        `fresh`: on a new connection, not returned to the pool (health probes)."""
+        `fresh`: on a new connection, not returned to the pool (health probes). `quick_ack`:
+        acknowledge each read at once (a peer behind pasta: _Connection.ack_now); a syscall per
+        read, so only where it is needed."""
         conn = await self._connect(host, port, connect_timeout, fresh)
+        conn.quick_ack = quick_ack
         try:
             return await self._send(conn, method, host, port, target, headers or [], body, fresh)
         except _StaleConnection:
             if not isinstance(body, bytes):
                 raise  # a streamed body cannot be sent twice
         conn = await self._connect(host, port, connect_timeout, fresh=True)
+        conn.quick_ack = quick_ack
         return await self._send(conn, method, host, port, target, headers or [], body, fresh)
 
     async def _send(
@@ -201,10 +208,9 @@ class Http1Pool:
             room = asyncio.Event()
             parser = _Parser(queue)
             pump = asyncio.ensure_future(self._pump(conn, parser, queue, room, host, port, once))
-            await asyncio.wait([pump, parser.headers_done], return_when=asyncio.FIRST_COMPLETED)
-            if not parser.headers_done.done():
+            if not await parser.headers_done:  # the pump ended without them
                 try:
-                    pump.result()  # raises why the response never came
+                    await pump  # raises why the response never came
                 except HttpError as exc:
                     raise _failure(conn, str(exc), parser.started) from exc
                 raise _failure(
@@ -236,7 +242,8 @@ class Http1Pool:
                     room.clear()
                     await room.wait()
                 data = await conn.reader.read(CHUNK)
-                conn.ack_now()
+                if conn.quick_ack:
+                    conn.ack_now()
                 parser.started = parser.started or bool(data)
                 if not data:
                     if not (parser.complete or parser.until_close):
@@ -249,6 +256,8 @@ class Http1Pool:
         except OSError as exc:  # e.g. reset by a peer that died
             raise HttpError(f"connection to {host}:{port} failed: {exc}") from exc
         finally:
+            if not parser.headers_done.done():
+                parser.headers_done.set_result(False)
             queue.put_nowait(None)
             if reusable and not once and len(self._idle[(host, port)]) < self._max_idle:
                 conn.idle_since = time.monotonic()

@@ -1,11 +1,13 @@
 """The local backend: each replica is a `python -m ember.runtime.replica` process on this host.
 
 Replicas run in a sandbox (sandbox.py: own network, PID and IPC namespaces, a view of the files)
-where the host allows it, else as plain processes in their own session. Each gets a listening
-socket on the host's loopback (or, on a Ray node, the node's address: backends/ray_node.py hosts
-this backend on each node), made here and inherited, a status pipe on which it reports ready or
-failed, and an environment built from nothing but BASE_ENV, the image's env, its secrets and its
-assignment: nothing else of the server's environment (EMBER_SECRET_KEY, say) reaches user code.
+where the host allows it, else as plain processes in their own session, each one unit with what it
+starts (process.py: its tree, as it is a subreaper, and what carries its EMBER_REPLICA_ID, are
+killed with it). Each gets a listening socket on the host's loopback (or, on a Ray node, the
+node's address: backends/ray_node.py hosts this backend on each node), made here and inherited, a
+status pipe on which it reports ready or failed, and an environment built from nothing but
+BASE_ENV, the image's env, its secrets and its assignment: nothing else of the server's
+environment (EMBER_SECRET_KEY, say) reaches user code.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ember.backends.base import (
 from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
+from ember.process import kill, kill_replicas, kill_tree, process_tree
 from ember.runtime.mounts import working_dir
 
 # What a replica inherits from the server's environment: how to find programs, its Python
@@ -102,6 +105,8 @@ class LocalReplica:
 
     async def wait(self) -> int:
         code = await asyncio.shield(self.exit)
+        if self.sandbox is None:  # a sandbox's processes die with it
+            await asyncio.to_thread(self._kill_leftovers)
         await self.log_pump  # the last lines (a traceback, say) reach the log first
         if self.network is not None and self.network.returncode is None:
             self.network.kill()  # pasta does not notice its namespace is gone
@@ -111,6 +116,13 @@ class LocalReplica:
         if self.scratch is not None:
             await asyncio.to_thread(shutil.rmtree, self.scratch, True)
         return code
+
+    def _kill_leftovers(self) -> None:
+        """What it started and left running, however it ended (a crash too): its group, and
+        every process that carries its id, in a session of its own or not."""
+        if self.group is not None:
+            _signal_group(self.group, signal.SIGKILL)
+        kill_replicas([self.replica_id])
 
 
 class LocalBackend:
@@ -308,7 +320,7 @@ class LocalBackend:
         try:
             await self._connect(replica, forwards, go)
         except BaseException:
-            _kill(init)
+            kill([init])
             await replica.wait()
             raise
         return replica
@@ -362,11 +374,12 @@ class LocalBackend:
             try:
                 await asyncio.wait_for(asyncio.shield(handle.exit), grace)
             except TimeoutError:
-                _kill(handle.sandbox or handle.pid)
-        if handle.group is not None:
-            # Children the user's code started (e.g. `vllm serve`) go with it.
-            _signal_group(handle.group, signal.SIGKILL)
-        await handle.wait()
+                # Without a sandbox, its tree first: what it adopted as a subreaper is there.
+                if handle.sandbox is not None:
+                    kill([handle.sandbox])
+                else:
+                    await asyncio.to_thread(kill_tree, handle.pid)
+        await handle.wait()  # and what it left elsewhere (handle.wait)
         self._replicas.discard(handle)
 
     async def close(self) -> None:
@@ -431,18 +444,6 @@ def _resident_bytes(pid: int) -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    tree, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        tree.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                stack += [int(child) for child in (task / "children").read_text().split()]
-    return tree
-
-
 def only_child(pid: int) -> int:
     """The one child of `pid` (bwrap's init runs exactly one: the replica)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -460,10 +461,6 @@ def _free_port(host: str) -> int:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-def _kill(pid: int) -> None:
-    _signal(pid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -496,26 +493,16 @@ def stop_leftovers(run_dir: Path) -> None:
 
     Every process that carries a recorded replica's EMBER_REPLICA_ID, which its children inherit:
     in the replica's group, or in a session of their own (a daemon), wherever they run."""
-    left: dict[bytes, Path] = {}  # `EMBER_REPLICA_ID=...` -> its record
+    left: dict[str, Path] = {}  # replica id -> its record
     for path in run_dir.glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             record = json.loads(path.read_text())
             if not _alive(record["server"]):
-                left[f"{wire.REPLICA_ID_ENV}={record['replica']}".encode()] = path
-    if not left:
-        return
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and not left.keys().isdisjoint(_environ(int(entry.name))):
-            _kill(int(entry.name))
+                left[record["replica"]] = path
+    if left:
+        kill_replicas(left)
     for path in left.values():
         path.unlink(missing_ok=True)
-
-
-def _environ(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return []
 
 
 def _alive(pid: int) -> bool:

@@ -18,13 +18,14 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from ember import wire
-from ember.process import die_with_parent
+from ember.process import become_subreaper, die_with_parent, end_replica
 from ember.runtime import phases
 from ember.runtime.app import ReplicaApp
 from ember.runtime.mounts import Mounts, mount_volumes
@@ -87,6 +88,7 @@ async def _start(app: ReplicaApp, assignment: wire.ReplicaAssignment, port: int)
         traceback.print_exc()
         report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         print("replica startup failed; exiting", file=sys.stderr, flush=True)
+        end_replica(assignment.replica_id)
         os._exit(1)
     report(assignment, wire.ReplicaStatus(state="ready", port=port, phases=phases.take()))
 
@@ -135,6 +137,19 @@ async def _main(spec: wire.ReplicaSpec, assignment: wire.ReplicaAssignment) -> N
     await serve(prepared, assignment, mounts)
 
 
+def run_serving_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a replica's serving coroutine on uvloop where it is installed (uvicorn[standard] brings
+    it; the server's own loop is uvloop too), else on asyncio's loop. Every token an LLM replica
+    streams is a few loop callbacks, and uvloop's are about half the price."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
     """In a sandbox, the backend connects our network namespace once we say we started."""
     if assignment.network_fd >= 0:
@@ -145,10 +160,12 @@ def wait_for_network(assignment: wire.ReplicaAssignment) -> None:
 
 def boot() -> tuple[wire.ReplicaSpec, wire.ReplicaAssignment]:
     """What every replica (and template) process does first: read its two messages, die with
-    its parent, wait for its network, and point nested calls at the server."""
+    its parent, adopt what its children leave (it kills it all when it ends: end_replica), wait
+    for its network, and point nested calls at the server."""
     spec = wire.ReplicaSpec.model_validate_json(os.environ.pop(wire.SPEC_ENV))
     assignment = wire.ReplicaAssignment.model_validate_json(os.environ.pop(wire.ASSIGNMENT_ENV))
     die_with_parent()
+    become_subreaper()
     wait_for_network(assignment)
     # Nested calls (`other_function.remote()` inside user code) reach the same server.
     os.environ["EMBER_SERVER_URL"] = spec.server_url
@@ -166,7 +183,7 @@ def main() -> None:
         flush=True,
     )
     try:
-        asyncio.run(_main(spec, assignment))
+        run_serving_loop(_main(spec, assignment))
     except VolumeError as exc:  # a volume deleted since the deploy, say: the message says it all
         print(f"cannot mount volumes: {exc}", file=sys.stderr, flush=True)
         report(assignment, wire.ReplicaStatus(state="failed", message=str(exc)))
@@ -175,6 +192,8 @@ def main() -> None:
         traceback.print_exc()
         report(assignment, wire.ReplicaStatus(state="failed", message=_describe(exc)))
         sys.exit(1)
+    finally:  # after the @exit hooks: nothing the user's code started outlives the replica
+        end_replica(assignment.replica_id)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import random
 import selectors
@@ -27,16 +26,13 @@ import threading
 import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import NoReturn
 
 from ember import wire
-from ember.process import die_with_parent
+from ember.process import become_subreaper, die_with_parent, end_replica, kill_replicas
 from ember.runtime import phases
 from ember.runtime.mounts import mount_volumes
-from ember.runtime.replica import Prepared, boot, prepare, report, serve
-
-PR_SET_CHILD_SUBREAPER = 36
+from ember.runtime.replica import Prepared, boot, prepare, report, run_serving_loop, serve
 
 
 class CudaInSnapHook(Exception):
@@ -84,7 +80,6 @@ class Forker:
         # hangs at its first parallel kernel there. Not a fresh thread each time: a child's
         # parent-death signal fires when the thread that forked it exits.
         self.fork_thread = ThreadPoolExecutor(1, thread_name_prefix="fork")
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def run(self) -> NoReturn:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -133,8 +128,8 @@ class Forker:
             if pid == 0:
                 return
             replica_id = self.children.pop(pid, None)
-            if replica_id is not None:
-                kill_leftovers(replica_id)
+            if replica_id is not None:  # its leftovers, had it no time to kill them itself
+                kill_replicas([replica_id])
                 code = os.waitstatus_to_exitcode(status)
                 self.tell(wire.TemplateEvent(replica_id=replica_id, exit_code=code))
 
@@ -151,6 +146,7 @@ def become_replica(prepared: Prepared, request: wire.ForkRequest, fds: list[int]
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     die_with_parent()
+    become_subreaper()
     os.environ.update(request.env)
     _reseed()
     assignment = request.assignment.model_copy(update={"listen_fd": listener, "status_fd": status})
@@ -159,12 +155,13 @@ def become_replica(prepared: Prepared, request: wire.ForkRequest, fds: list[int]
     code = 0
     try:
         mounts = mount_volumes(spec, assignment.replica_id)
-        asyncio.run(serve(prepared, assignment, mounts))
+        run_serving_loop(serve(prepared, assignment, mounts))
     except BaseException as exc:  # noqa: BLE001 - print, report, exit: the server replaces it
         traceback.print_exc()
         message = "".join(traceback.format_exception_only(exc)).strip()
         report(assignment, wire.ReplicaStatus(state="failed", message=message))
         code = 1
+    end_replica(assignment.replica_id)
     sys.stdout.flush()
     os._exit(code)
 
@@ -178,22 +175,6 @@ def _reseed() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.seed()
-
-
-def kill_leftovers(replica_id: str) -> None:
-    """Kill what an exited replica left running: processes that carry its EMBER_REPLICA_ID.
-    (/proc is our PID namespace's: the sandbox mounts its own, or there is no sandbox.)"""
-    marker = f"{wire.REPLICA_ID_ENV}={replica_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker in environ:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 if __name__ == "__main__":

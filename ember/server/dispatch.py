@@ -106,7 +106,10 @@ class Dispatcher:
                 attempt = await asyncio.shield(send)
                 await self._settle(pool, group, attempt, outputs, attempts, pending)
 
-        await asyncio.gather(*(worker() for _ in range(slots)))
+        if slots == 1:
+            await worker()  # one input (a `.remote()`): no task of its own
+        else:
+            await asyncio.gather(*(worker() for _ in range(slots)))
         lost = wire.platform_error_frame("ExecutionError", "input was lost")
         return [out if out is not None else lost for out in outputs]
 

@@ -2,9 +2,11 @@
 D1, D2 and D10)."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import ember
 
@@ -55,3 +57,60 @@ def stubborn(seconds: float) -> str:
     subprocess.Popen(["sleep", "600"], start_new_session=True)
     time.sleep(seconds)
     return "ok"
+
+
+# A daemon: forks, its parent exits (so it is an orphan), then a session of its own. Started
+# with an empty environment, so no EMBER_REPLICA_ID names it: only the replica's subreaper
+# (it is reparented to the replica, below it in the tree) finds it.
+DAEMON = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+
+
+def _detach(folder: str, daemon: bool) -> dict[str, int]:
+    """Start a child in a session of its own (it keeps the replica's environment), and a daemon
+    if asked; each writes its pid to a file in `folder`. Returns their pids by name."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    child = f"{folder}/child"
+    subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {child}.tmp && mv {child}.tmp {child} && exec sleep 600"],
+        start_new_session=True,
+    )
+    if daemon:
+        subprocess.run([sys.executable, "-c", DAEMON, f"{folder}/daemon"], env={}, check=True)
+    names = ["child", "daemon"] if daemon else ["child"]
+    while not all(Path(folder, name).exists() for name in names):
+        time.sleep(0.01)
+    return {name: int(Path(folder, name).read_text()) for name in names}
+
+
+@app.function(scaledown_window=300)
+def detach(folder: str) -> dict[str, int]:
+    return _detach(folder, daemon=True)
+
+
+@app.function(scaledown_window=1)
+def detach_briefly(folder: str) -> dict[str, int]:
+    """The same, on a replica that scales down a second after."""
+    return _detach(folder, daemon=True)
+
+
+@app.function(timeout=2, retries=0)
+def detach_and_hang(folder: str) -> None:
+    """Past its timeout, stuck: the replica is killed (SIGKILL after a short grace)."""
+    _detach(folder, daemon=True)
+    time.sleep(600)
+
+
+@app.function(retries=0)
+def detach_and_crash(folder: str) -> None:
+    """The replica dies at once, its child in a session of its own left behind."""
+    _detach(folder, daemon=False)
+    os.kill(os.getpid(), signal.SIGKILL)

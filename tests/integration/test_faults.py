@@ -1,10 +1,12 @@
 """Faults user code causes, as the reliability probe ran them: output that is not tidy lines (D1),
-processes of its own when the server is killed (D2), its own server dying (D10)."""
+processes of its own when the server is killed or the replica stops (D2), its own server dying
+(D10)."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,8 +14,9 @@ import pytest
 
 import ember
 from ember import wire
+from ember.sdk.exceptions import ExecutionError, FunctionTimeoutError
 from tests.conftest import RunningServer, alive, descendants, free_port, start_server, wait_until
-from tests.integration.helpers import ember_cli, load
+from tests.integration.helpers import ember_cli, load, replica_count
 
 
 def replica_of(pid: int) -> str | None:
@@ -82,6 +85,9 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
     endpoint = f"{first.url}/faults/served/"
     assert httpx.get(endpoint, timeout=60).status_code == 200
     assert ember.Function.from_name("faults", "stubborn").remote(0.1) == "ok"
+    # A daemon with an empty environment too (its pid file holds a host pid only without a
+    # sandbox; in one, it dies with the namespace).
+    daemon = ember.Function.from_name("faults", "detach").remote(str(tmp_path / "d"))["daemon"]
     old = {replica_of(pid) for pid in descendants(first.process.pid)} - {None}
     left = processes_of(old)  # type: ignore[arg-type]
     assert any(b"sleep\x00600" in cmd for cmd in left.values())
@@ -92,10 +98,55 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
     second = start_server(home, port=port, extra_args=options)
     try:
         wait_until(lambda: not processes_of(old))  # type: ignore[arg-type]
+        if not sandbox:
+            wait_until(lambda: not alive(daemon))
         response = httpx.get(endpoint, timeout=60)
         assert response.status_code == 200 and response.text not in old
     finally:
         assert not second.stop()
+
+
+@pytest.fixture
+def bare_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    """A server whose replicas run without a sandbox: plain processes in sessions of their own."""
+    running = start_server(tmp_path / "home", extra_args=["--no-sandbox"])
+    for key, value in running.env().items():
+        monkeypatch.setenv(key, value)
+    load("faults").app.deploy()
+    yield running
+    assert not running.stop()
+
+
+def test_a_replica_stopped_without_a_sandbox_takes_its_processes_along(
+    bare_server: RunningServer, tmp_path: Path
+) -> None:
+    """D2 without a sandbox: a child in a session of its own and a double-forked daemon with
+    an empty environment go with their replica when it scales to zero and at `app stop`."""
+    briefly = ember.Function.from_name("faults", "detach_briefly").remote(str(tmp_path / "a"))
+    assert all(alive(pid) for pid in briefly.values())
+    wait_until(lambda: replica_count("faults", "detach_briefly") == 0)
+    wait_until(lambda: not any(alive(pid) for pid in briefly.values()))
+
+    left = ember.Function.from_name("faults", "detach").remote(str(tmp_path / "b"))
+    assert all(alive(pid) for pid in left.values())
+    assert ember_cli("app", "stop", "faults", env=bare_server.env()).returncode == 0
+    wait_until(lambda: not any(alive(pid) for pid in left.values()))
+
+
+def test_a_replica_killed_or_crashed_without_a_sandbox_takes_its_processes_along(
+    bare_server: RunningServer, tmp_path: Path
+) -> None:
+    """D2 without a sandbox: a replica stuck past its timeout is SIGKILLed after its grace, and
+    one that dies by itself; what they started in sessions of their own goes with them."""
+    with pytest.raises(FunctionTimeoutError):
+        ember.Function.from_name("faults", "detach_and_hang").remote(str(tmp_path / "hang"))
+    pids = [int((tmp_path / "hang" / name).read_text()) for name in ("child", "daemon")]
+    wait_until(lambda: not any(alive(pid) for pid in pids))
+
+    with pytest.raises(ExecutionError, match="crashed"):
+        ember.Function.from_name("faults", "detach_and_crash").remote(str(tmp_path / "crash"))
+    child = int((tmp_path / "crash" / "child").read_text())
+    wait_until(lambda: not alive(child))
 
 
 def test_a_web_server_whose_own_server_died_is_replaced(server: RunningServer) -> None:

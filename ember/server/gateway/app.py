@@ -212,6 +212,7 @@ class Gateway:
             self.plane.http, handle.host, port, endpoint.target, scope, receive, send, body,
             headers, request_id, self.settings.client_timeout,
             lambda: self.plane.cold_starts.answered(replica),
+            quick_ack=web.kind == "web_server",  # its own port: through pasta when sandboxed
         )  # fmt: skip
 
 

@@ -151,10 +151,14 @@ async def stream_response(
     request_id: str,
     send_timeout: float,
     answered: Callable[[], None],
+    quick_ack: bool = False,
 ) -> int:
     """Send the request upstream; stream status, headers and body back to the client. Returns
-    the status; `answered()` is called once the upstream's answer begins."""
-    response = await http.request(scope["method"], host, port, target, headers, body)
+    the status; `answered()` is called once the upstream's answer begins. `quick_ack`: the
+    upstream may sit behind pasta (Http1Pool.request)."""
+    response = await http.request(
+        scope["method"], host, port, target, headers, body, quick_ack=quick_ack
+    )
     answered()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
