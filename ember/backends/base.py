@@ -46,6 +46,9 @@ class Capabilities:
     where: str = "this host"  # what the GPUs are in, for messages ("the Ray cluster")
     forking_missing: str | None = "not supported"  # replicas forked from a template process
     checkpoint_missing: str | None = "not supported"  # parked replicas free their GPU
+    # Apps isolated from each other and from the server's data (replicas as another user);
+    # where missing, the server is single-tenant.
+    tenancy_missing: str | None = "not supported"
     memory_bytes: int = 0  # host memory (what parked replicas may hold a share of)
 
 

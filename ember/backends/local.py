@@ -1,13 +1,13 @@
 """The local backend: each replica is a `python -m ember.runtime.replica` process on this host.
 
-Replicas run in a sandbox (sandbox.py: own network and PID namespaces) where the host allows it,
-else as plain processes in their own session, each one unit with what it starts (process.py:
-its tree, as it is a subreaper, and what carries its EMBER_REPLICA_ID, are killed with it).
-Each gets a listening socket on the host's loopback (or, on a Ray node, the node's address:
-backends/ray_node.py hosts this backend on each node), made here and inherited, a status pipe on
-which it reports ready or failed, and an environment built from nothing but BASE_ENV, the image's
-env, its secrets and its assignment: nothing else of the server's environment (EMBER_SECRET_KEY,
-say) reaches user code.
+Replicas run in a sandbox (sandbox.py: own network, PID and IPC namespaces, a view of the files)
+where the host allows it, else as plain processes in their own session, each one unit with what it
+starts (process.py: its tree, as it is a subreaper, and what carries its EMBER_REPLICA_ID, are
+killed with it). Each gets a listening socket on the host's loopback (or, on a Ray node, the
+node's address: backends/ray_node.py hosts this backend on each node), made here and inherited, a
+status pipe on which it reports ready or failed, and an environment built from nothing but
+BASE_ENV, the image's env, its secrets and its assignment: nothing else of the server's
+environment (EMBER_SECRET_KEY, say) reaches user code.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -40,6 +41,7 @@ from ember.backends.log_pump import pump_logs
 from ember.backends.sandbox import Sandbox, SandboxError, read_child_pid
 from ember.backends.templates import LocalTemplate
 from ember.process import kill, kill_replicas, kill_tree, process_tree
+from ember.runtime.mounts import working_dir
 
 # What a replica inherits from the server's environment: how to find programs, its Python
 # packages and libraries, locale, temp folder, proxies. Documented in the README.
@@ -70,6 +72,7 @@ class LocalReplica:
     checkpointed: list[int] = field(default_factory=list)  # its processes parked by the driver
     group: int | None = None  # its process group, killed with it when it has no sandbox
     record: Path | None = None
+    scratch: Path | None = None  # its sandbox's volume working copies, removed when it exits
     sandbox: int | None = None  # PID 1 of its sandbox (bwrap's init): killing it kills them all
     network: asyncio.subprocess.Process | None = field(default=None, repr=False)  # pasta
     network_log: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -110,6 +113,8 @@ class LocalReplica:
             await self.network.wait()
         if self.record is not None:
             self.record.unlink(missing_ok=True)
+        if self.scratch is not None:
+            await asyncio.to_thread(shutil.rmtree, self.scratch, True)
         return code
 
     def _kill_leftovers(self) -> None:
@@ -135,10 +140,13 @@ class LocalBackend:
     ) -> None:
         self._gpus, self._base_env, self._host = tuple(gpus), dict(base_env), host
         self._server_ports, self._run_dir = tuple(server_ports), run_dir
+        self._data_dir = run_dir.parent  # the run dir is $EMBER_HOME/run; replicas don't see it
         self._sandbox, self._isolation_missing = sandbox, isolation_missing
         self._replicas: set[LocalReplica] = set()
         self._templates: set[LocalTemplate] = set()
         run_dir.mkdir(parents=True, exist_ok=True)
+        if sandbox is not None and sandbox.user is not None:  # shut out even outside its view
+            self._data_dir.chmod(0o700)
         stop_leftovers(run_dir)
 
     def capabilities(self) -> Capabilities:
@@ -147,6 +155,7 @@ class LocalBackend:
             gpus=self._gpus,
             cores=len(os.sched_getaffinity(0)),
             isolation_missing=self._isolation_missing,
+            tenancy_missing=self._sandbox.shared if self._sandbox else self._isolation_missing,
             memory_limit_missing=no_cgroups,
             cpu_limit_missing=None,  # CPU affinity
             forking_missing=None,
@@ -293,10 +302,13 @@ class LocalBackend:
             return self._replica(
                 launch, process, process.pid, port, web.port if web else None, status
             )
+        scratch = working_dir(launch.spec, launch.assignment.replica_id)
+        view = await asyncio.to_thread(self._sandbox.view, launch, self._data_dir, scratch)
         info_r, info_w = os.pipe()
         try:
             try:
-                process = await spawn.run(self._sandbox.wrap(spawn.argv, info_w), extra_fd=info_w)
+                argv = self._sandbox.wrap(spawn.argv, info_w, view)
+                process = await spawn.run(argv, extra_fd=info_w)
             finally:
                 os.close(info_w)
             init = await read_child_pid(info_r)
@@ -304,7 +316,7 @@ class LocalBackend:
             os.close(info_r)
         forwards = {_free_port(self._host): web.port} if web and web.port else {}
         replica = self._replica(launch, process, init, port, next(iter(forwards), None), status)
-        replica.sandbox = init
+        replica.sandbox, replica.scratch = init, scratch
         try:
             await self._connect(replica, forwards, go)
         except BaseException:

@@ -248,6 +248,9 @@ class RayBackend:
             gpus=self._cluster.gpus,
             cores=self._cluster.cores,
             isolation_missing=None if self._sandbox else "--no-sandbox was given",
+            # Each node decides (ray_node.py): a node that cannot switch users says so in the
+            # log of each replica it runs.
+            tenancy_missing=None if self._sandbox else "--no-sandbox was given",
             memory_limit_missing="Ray counts memory= when it places a replica, not enforced",
             cpu_limit_missing="Ray counts cpu= when it places a replica; not pinned",
             where="the Ray cluster",

@@ -152,6 +152,9 @@ class ReplicaHost:
         )
         if launch.sandbox and sandbox is None:
             self._log.write(f"[ember] replicas on {host} run without a sandbox: {why_not}")
+        elif sandbox is not None and sandbox.shared is not None:
+            self._log.write(f"[ember] apps on {host} are not isolated from each other "
+                            f"(single-tenant mode): {sandbox.shared}")  # fmt: skip
         self._backend = LocalBackend(
             gpus=(),
             base_env=base_environment(os.environ),

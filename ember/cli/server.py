@@ -76,7 +76,7 @@ def server(
         None, help="'cpu': run functions whose GPU this host lacks on the CPU, not refuse them."
     ),
     sandbox: bool = typer.Option(
-        True, help="Give each replica its own network and PID namespaces (bubblewrap + pasta)."
+        True, help="Give each replica its own network, PID and IPC namespaces (bubblewrap + pasta)."
     ),
     backend: str = typer.Option(
         "local", help="Where replicas run: 'local' (this host) or 'ray' (a Ray cluster)."
@@ -197,12 +197,23 @@ def _print_capabilities(capabilities: Capabilities, gpu_fallback_cpu: bool) -> N
         console.print(f"Replicas run on {capabilities.where}")
     console.print(f"GPUs: {describe_gpus(capabilities.gpus)}{fallback}")
     if capabilities.isolation_missing is None:
-        console.print("Replicas: sandboxed (own network and PID namespaces)")
+        console.print("Replicas: sandboxed (own network, PID and IPC namespaces)")
     else:
         console.print(
             f"[yellow]Replicas are not isolated: {capabilities.isolation_missing}. A web_server "
             "function runs one replica, on the host's port.[/yellow]"
         )
+    if capabilities.tenancy_missing is None:
+        where = "" if capabilities.where == "this host" else (
+            " on each node where Ray runs as root (a node that cannot says so in the logs of "
+            "the replicas it runs)"
+        )  # fmt: skip
+        console.print(f"Apps: isolated from each other{where} (replicas run as an "
+                      "unprivileged user)")  # fmt: skip
+    else:
+        console.print(f"[yellow]Apps are not isolated from each other (single-tenant mode): "
+                      f"{capabilities.tenancy_missing}. Replicas can read the server's data "
+                      "directory; see the README's Security section.[/yellow]")  # fmt: skip
     forking = capabilities.forking_missing or "on (enable_memory_snapshot)"
     parking = capabilities.checkpoint_missing
     console.print(f"Cold starts: forked replicas {forking}; parked replicas "

@@ -101,6 +101,16 @@ def replica_dir(root: Path, replica_id: str) -> Path:
     return root / ".replicas" / replica_id
 
 
+def working_dir(spec: wire.ReplicaSpec, replica_id: str) -> Path | None:
+    """Where the replica of `spec` keeps its working copies, as `Mounts` places them (None:
+    the server passed no volume root)."""
+    if spec.volume_root is None:
+        return None
+    scratch = Path(spec.volume_scratch) if spec.volume_scratch else None
+    storage = storage_for(spec.volume_storage, Path(spec.volume_root))
+    return replica_dir(storage.working_root(scratch), replica_id)
+
+
 @dataclass
 class WorkingCopy:
     """One volume's private copy in one replica, and the mount links that point at it."""

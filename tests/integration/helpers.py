@@ -67,3 +67,11 @@ def replica_pid(replica_id: str) -> int:
         if marker in environ.split(b"\0") and program != "bwrap" and b"ember.runtime" in cmdline:
             return int(entry.name)
     raise AssertionError(f"no process of replica {replica_id}")
+
+
+def replicas_folder(path: Path) -> Path:
+    """A new folder the test's replicas write in: a server run as root runs them as
+    `ember-replica` (README: Security), which may not write in folders the test makes."""
+    path.mkdir()
+    path.chmod(0o1777)
+    return path

@@ -11,6 +11,7 @@ import pytest
 
 import ember.sdk.function
 from ember.cli.loader import import_file
+from tests.integration.helpers import replicas_folder
 
 APP = '''
 import os
@@ -59,8 +60,7 @@ def ran(folder: Path) -> list[int]:
 
 
 def test_for_each_runs_every_input(inputs: ModuleType, tmp_path: Path) -> None:
-    folder = tmp_path / "for_each"
-    folder.mkdir()
+    folder = replicas_folder(tmp_path / "for_each")
     inputs.record.for_each(range(30), kwargs={"folder": str(folder)})
     assert ran(folder) == list(range(30))
 
@@ -81,8 +81,7 @@ def test_breaking_out_of_map_stops_the_inputs_still_waiting(
     monkeypatch.setattr(ember.sdk.function, "MAP_CHUNK", 1)
     in_flight = 8
     monkeypatch.setattr(ember.sdk.function, "MAP_REQUESTS_IN_FLIGHT", in_flight)
-    folder = tmp_path / "gates"
-    folder.mkdir()
+    folder = replicas_folder(tmp_path / "gates")
     results = inputs.gated.map(range(50), kwargs={"folder": str(folder)}, order_outputs=False)
     for first in results:  # noqa: B007 - `first` is checked below
         break

@@ -11,7 +11,7 @@ import pytest
 from ember import wire
 from ember.sdk.exceptions import InvalidError
 from tests.conftest import RunningServer, start_server, wait_until
-from tests.integration.helpers import app_info, load
+from tests.integration.helpers import app_info, load, replicas_folder
 
 
 @pytest.fixture
@@ -38,8 +38,7 @@ def function_info(app: str, function: str) -> wire.FunctionInfo:
 def test_demand_beyond_the_gpus_waits_for_them(gpu_server: RunningServer, tmp_path: Path) -> None:
     gpus = load("gpus")
     gpus.app.deploy()
-    folder, release = tmp_path / "seen", tmp_path / "release"
-    folder.mkdir()
+    folder, release = replicas_folder(tmp_path / "seen"), tmp_path / "release"
     calls = [gpus.hold.spawn(str(folder), str(release)) for _ in range(6)]
     wait_until(lambda: len(list(folder.iterdir())) == 4, timeout=60)
     info = wait_until(lambda: (f := function_info("gpus", "hold")).replicas.get("pending") and f)

@@ -20,7 +20,14 @@ import pytest
 from ember.cli.loader import import_file
 from ember.sdk.exceptions import ExecutionError, InvalidError
 from tests.conftest import RunningServer, free_port, start_server, wait_until
-from tests.integration.helpers import app_info, ember_cli, load, replica_count, replica_pid
+from tests.integration.helpers import (
+    app_info,
+    ember_cli,
+    load,
+    replica_count,
+    replica_pid,
+    replicas_folder,
+)
 from tests.ray_cluster import RayCluster, RayNode, ray_installed
 
 pytestmark = [
@@ -158,7 +165,7 @@ def test_a_node_killed_under_load_loses_no_input_beyond_its_retries(
 def hold_and_kill(cluster: RayCluster, function: Any, folder: Path) -> tuple[list[Any], set[int]]:
     """Four inputs held on their replicas; a worker node holding some is killed; the rest let
     go. Returns the results (exceptions as values) and the inputs that were on the dead node."""
-    folder.mkdir()
+    replicas_folder(folder)
     release = folder.parent / f"{folder.name}-release"
     results: list[Any] = []
     mapping = threading.Thread(

@@ -25,6 +25,7 @@ def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "marks"
     monkeypatch.setenv("EMBER_TEST_MARKS", str(path))
     path.touch()
+    path.chmod(0o666)  # replicas append (as `ember-replica` where the server is root)
     return path
 
 
@@ -103,9 +104,8 @@ def test_redeploys_rebuild_templates_and_stopping_the_app_stops_them(
         lambda: app_info("snapshots").version == 2 and function("Forked").snapshot == "ready",
         timeout=60,
     )
-    wait_until(
-        lambda: not (set(first) & set(template_processes(server))), timeout=60
-    )  # old ones gone
+    # The old ones are gone.
+    wait_until(lambda: not (set(first) & set(template_processes(server))), timeout=60)
     assert lines(marks).count("snap") == 2
     assert ember_cli("app", "stop", "snapshots", env=server.env()).returncode == 0
     wait_until(lambda: not template_processes(server), timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,11 +87,14 @@ def test_replicas_see_commits_after_reload(mounted_server: RunningServer) -> Non
 
     # Stopped replicas leave no working copies behind.
     assert ember_cli("app", "stop", "volumes", env=mounted_server.env()).returncode == 0
-    # (on a Ray node, the shared driver keeps them on the node's disk)
+    # (on a Ray node, the shared driver keeps them on the node's disk, in the node's folder that
+    # every server of the test session shares: look for this server's replicas only)
     copies = (
         mounted_server.cluster.root / "node" / "volumes" if mounted_server.cluster else volumes
     ) / ".replicas"
-    wait_until(lambda: not list(copies.iterdir()), timeout=60)
+    ours = set(re.findall(r"replica (r-\w+) of volumes\.", mounted_server.log_path.read_text()))
+    assert ours
+    wait_until(lambda: not ours & {p.name for p in copies.iterdir()}, timeout=60)
 
 
 def test_cli_round_trip(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

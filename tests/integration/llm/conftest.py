@@ -21,4 +21,11 @@ def close_clients() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_default_model(tmp_path_factory.mktemp("models"))
+    model = ensure_default_model(tmp_path_factory.mktemp("models"))
+    # Replicas run as `ember-replica` where the server is root: they must read it (the folder
+    # is made 0700, as a temporary folder, before it is renamed into place).
+    for folder in (model.parent, model):
+        folder.chmod(0o755)
+    for entry in model.rglob("*"):
+        entry.chmod(0o755 if entry.is_dir() else 0o644)
+    return model
