@@ -332,6 +332,8 @@ def test_replicas_fork_from_a_template_that_loaded_the_model(
     assert answer.usage is not None and answer.usage.completion_tokens > 0
     function = llm_function("forks")
     assert function.cold_start is not None and function.cold_start.tier == "fork"
+    # The engine process's own start is in the replica's cold start, part by part.
+    assert "engine KV cache" in function.cold_start.phases
 
 
 def llm_function(app: str) -> wire.FunctionInfo:

@@ -43,6 +43,7 @@ from ember.llm.engines.builtin.messages import (
 from ember.llm.engines.builtin.settings import EngineSettings
 from ember.llm.metrics import EngineMetrics
 from ember.llm.models import ModelError
+from ember.runtime import phases
 
 STOP_TIMEOUT = 30.0  # seconds the engine process gets to exit before it is killed
 
@@ -139,6 +140,8 @@ class BuiltinEngine:
         engine_in.close()
         engine_out.close()
         self.info = self._wait_ready(from_engine)
+        for name, seconds in self.info.phases.items():  # in this replica's cold start
+            phases.record(name, seconds)
         reader = threading.Thread(target=self._read, args=(from_engine,), daemon=True)
         reader.start()
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ember.llm.engines.builtin import staging
+
 _PINNED = 1  # CU_MEM_ALLOCATION_TYPE_PINNED
 _ON_DEVICE = 1  # CU_MEM_LOCATION_TYPE_DEVICE
 _READ_WRITE = 3  # CU_MEM_ACCESS_FLAGS_PROT_READWRITE
@@ -152,11 +154,13 @@ class PackedWeights:
             end += -(-p.numel() * p.element_size() // self.ALIGNMENT) * self.ALIGNMENT
         self.used = end
         self.region = DeviceRegion(end, device)
+        pieces = []
         for p, offset in zip(params, offsets, strict=True):
-            size = p.numel() * p.element_size()
-            view = self.region.tensor[offset : offset + size].view(p.dtype).view(p.shape)
-            view.copy_(p.data)
-            p.data = view  # the parameter's old memory is freed here
+            target = self.region.tensor[offset : offset + p.nbytes]
+            pieces.append((staging.as_bytes(p.data.contiguous()), target))
+        staging.upload(pieces)  # through pinned buffers: faster than from pageable memory
+        for p, (_, target) in zip(params, pieces, strict=True):
+            p.data = target.view(p.dtype).view(p.shape)  # this process's host copy is dropped
         torch.cuda.empty_cache()
         self.host: torch.Tensor | None = None
 

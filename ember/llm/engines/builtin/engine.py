@@ -26,6 +26,7 @@ from ember.llm.engines.builtin.scheduler import Scheduler
 from ember.llm.engines.builtin.sequence import Sequence
 from ember.llm.engines.builtin.settings import EngineSettings
 from ember.llm.models import ModelError
+from ember.runtime import phases
 
 # Builds the model inside the engine process: (model, end-of-sequence token ids).
 ModelLoader = Callable[[torch.device], tuple[torch.nn.Module, list[int]]]
@@ -33,7 +34,6 @@ ModelLoader = Callable[[torch.device], tuple[torch.nn.Module, list[int]]]
 
 class EngineCore:
     def __init__(self, settings: EngineSettings, load: ModelLoader) -> None:
-        start = time.perf_counter()
         if settings.cuda and not torch.cuda.is_available():
             raise ModelError(
                 "service.gpu is set but the engine sees no CUDA device (is the NVIDIA driver "
@@ -48,7 +48,6 @@ class EngineCore:
             allocator, settings.max_seqs, self.runner.max_tokens, settings.max_model_len,
             eos_token_ids,
         )  # fmt: skip
-        self.start_seconds = time.perf_counter() - start
         self.capture_seconds = 0.0  # the idle time spent capturing graphs so far
 
     def step(self) -> list[RequestOutput]:
@@ -100,7 +99,7 @@ class EngineCore:
             device=f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu",
             kv_cache_tokens=self.runner.cache.usable_pages() * self.runner.settings.page_size,
             graph_sizes=list(self.runner.uncaptured),
-            start_seconds=self.start_seconds,
+            phases=phases.take(),
         )
 
 

@@ -49,7 +49,7 @@ class EngineReady:
     device: str  # e.g. "cuda (NVIDIA H100 80GB HBM3)" or "cpu"
     kv_cache_tokens: int
     graph_sizes: list[int]  # step sizes that get a CUDA graph, captured after this message
-    start_seconds: float
+    phases: dict[str, float]  # seconds: the parts of its start (CUDA, weights, KV cache...)
 
 
 class RequestOutput(NamedTuple):  # a tuple: 128 of them pickle in a few microseconds

@@ -23,6 +23,7 @@ from ember.llm.engines.builtin.scheduler import ScheduledBatch
 from ember.llm.engines.builtin.settings import EngineSettings, graph_sizes
 from ember.llm.engines.builtin.step_inputs import StepInputs
 from ember.llm.models import ModelError
+from ember.runtime import phases
 
 RESERVE = 1 << 30  # bytes kept free beside the KV cache: CUDA context, cuBLAS, kernels
 _GREEDY = SamplingParams(max_tokens=1, temperature=0.0)
@@ -45,7 +46,12 @@ class ModelRunner:
         self.num_layers = text.num_hidden_layers
         self.dtype = next(model.parameters()).dtype
         self.max_tokens = settings.batched_tokens(self.cuda)
-        self.weights = PackedWeights(model, device) if self.cuda else None
+        self.weights = None
+        if self.cuda:
+            with phases.timed("engine CUDA context"):
+                torch.empty(1, device=device)  # made here, not in the next phase
+            with phases.timed("engine weights to GPU"):
+                self.weights = PackedWeights(model, device)
         model.to(device)  # the buffers (rotary frequencies...): the weights are there already
         group = heads // self.kv_heads
         self.inputs = StepInputs(settings, self.max_tokens, group, device)
@@ -53,7 +59,8 @@ class ModelRunner:
         scratch = TensorRegion(self._page_bytes(), device)
         self.attention = attention.PagedAttention(self._cache(scratch))
         model.set_attn_implementation(attention.NAME)  # type: ignore[operator]
-        self.cache = self.attention.cache = self._cache(self._kv_region())
+        with phases.timed("engine KV cache"):  # with a first, eager step to size it
+            self.cache = self.attention.cache = self._cache(self._kv_region())
         self.graphs: dict[int, Graph] = {}
         self.sizes = graph_sizes(self.max_tokens)  # a step is padded to one of these to replay
         # Captured once the engine is ready, smallest first, as the engine loop finds time (idle,

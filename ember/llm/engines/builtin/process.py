@@ -29,6 +29,7 @@ from ember.llm.engines.builtin.messages import (
     ToEngine,
 )
 from ember.llm.engines.builtin.settings import EngineSettings
+from ember.runtime import phases
 
 
 def engine_main(
@@ -46,6 +47,7 @@ def engine_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sender = Sender(outbox)
+    phases.take()  # the replica's, inherited through fork: this process reports its own
     try:
         core = EngineCore(settings, load)
         sender.put(core.ready())
