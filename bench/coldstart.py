@@ -146,7 +146,8 @@ def _save_random_model(shape: str, tokenizer: Path, folder: Path) -> None:
 def measure(args: argparse.Namespace, server: RunningServer, home: Path) -> list[dict[str, Any]]:
     model = args.model
     if args.shape:
-        model = random_model_folder(args.shape, args.tokenizer, home / "models")
+        # $EMBER_HOME/models: every replica may read it, also as the server's unprivileged user.
+        model = random_model_folder(args.shape, args.tokenizer, server.home / "models")
     tiers = args.tiers.split(",")
     endpoints = {tier: deploy(server, tier, model, args.gpu, home) for tier in tiers}
     for tier in tiers:

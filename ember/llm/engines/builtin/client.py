@@ -42,7 +42,7 @@ from ember.llm.engines.builtin.messages import (
 )
 from ember.llm.engines.builtin.settings import EngineSettings
 from ember.llm.metrics import EngineMetrics
-from ember.llm.models import ModelError
+from ember.llm.models import ModelError, check_readable_here
 from ember.runtime import phases
 
 STOP_TIMEOUT = 30.0  # seconds the engine process gets to exit before it is killed
@@ -116,8 +116,13 @@ class BuiltinEngine:
             return
         from transformers import AutoTokenizer
 
+        check_readable_here(self.settings.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(Path(self.settings.model_path))
         self._load = read_pretrained(self.settings.model_path, self.settings.cuda)
+        if self.settings.cuda:
+            from ember.llm.engines.builtin import triton_attention
+
+            triton_attention.prepare()
 
     def start(self) -> None:
         """Fork the engine process and wait until it is ready."""

@@ -142,7 +142,7 @@ class TensorRegion:
 
 
 class PackedWeights:
-    """A model's parameters packed into one region, with a pinned host copy while asleep."""
+    """A model's parameters packed into one region, with a host copy while asleep."""
 
     ALIGNMENT = 256  # bytes: each parameter's slice views cleanly as its dtype
 
@@ -154,23 +154,24 @@ class PackedWeights:
             end += -(-p.numel() * p.element_size() // self.ALIGNMENT) * self.ALIGNMENT
         self.used = end
         self.region = DeviceRegion(end, device)
+        self.stager = staging.Stager(device)
         pieces = []
         for p, offset in zip(params, offsets, strict=True):
             target = self.region.tensor[offset : offset + p.nbytes]
             pieces.append((staging.as_bytes(p.data.contiguous()), target))
-        staging.upload(pieces)  # through pinned buffers: faster than from pageable memory
+        self.stager.upload(pieces)
         for p, (_, target) in zip(params, pieces, strict=True):
             p.data = target.view(p.dtype).view(p.shape)  # this process's host copy is dropped
         torch.cuda.empty_cache()
-        self.host: torch.Tensor | None = None
+        self.host: torch.Tensor | None = None  # pageable: see staging.py for why
 
     def park(self) -> None:
-        if self.host is None:  # pinning is slow (seconds for 16 GB): once, and kept
-            self.host = torch.empty(self.used, dtype=torch.uint8, pin_memory=True)
-        self.host.copy_(self.region.tensor[: self.used])
+        if self.host is None:
+            self.host = torch.empty(self.used, dtype=torch.uint8)
+        self.stager.download([(self.region.tensor[: self.used], self.host)])
         self.region.release()
 
     def restore(self) -> None:
         self.region.restore()
         assert self.host is not None, "restore without park"
-        self.region.tensor[: self.used].copy_(self.host)
+        self.stager.upload([(self.host, self.region.tensor[: self.used])])

@@ -59,8 +59,7 @@ class ModelRunner:
         scratch = TensorRegion(self._page_bytes(), device)
         self.attention = attention.PagedAttention(self._cache(scratch))
         model.set_attn_implementation(attention.NAME)  # type: ignore[operator]
-        with phases.timed("engine KV cache"):  # with a first, eager step to size it
-            self.cache = self.attention.cache = self._cache(self._kv_region())
+        self.cache = self.attention.cache = self._cache(self._kv_region())
         self.graphs: dict[int, Graph] = {}
         self.sizes = graph_sizes(self.max_tokens)  # a step is padded to one of these to replay
         # Captured once the engine is ready, smallest first, as the engine loop finds time (idle,
@@ -159,8 +158,10 @@ class ModelRunner:
         needed = self.settings.pages_per_seq() + 1  # + the scratch page
         if not self.cuda:
             pages = max(needed, self.settings.cpu_kv_cache_bytes // page)
-            return TensorRegion(pages * page, self.device)
-        activations = self._activation_peak()
+            with phases.timed("engine KV cache"):
+                return TensorRegion(pages * page, self.device)
+        with phases.timed("engine first step"):
+            activations = self._activation_peak()
         free, total = torch.cuda.mem_get_info()
         assert self.weights is not None
         ours = total * self.settings.gpu_memory_utilization - self.weights.region.size
@@ -172,7 +173,8 @@ class ModelRunner:
                 f"{max(budget, 0) / 2**30:.2f} GiB left): raise model.gpu_memory_utilization "
                 "or lower model.max_model_len"
             )
-        return DeviceRegion(int(budget // page) * page, self.device)
+        with phases.timed("engine KV cache"):
+            return DeviceRegion(int(budget // page) * page, self.device)
 
     def _activation_peak(self) -> int:
         """Bytes a step of the largest size allocates beyond what is held before it."""
