@@ -215,7 +215,7 @@ class LocalBackend:
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(logs, launch.on_log)),
             tier="fork",
-            record=_record(self._run_dir, assignment.replica_id),  # its children carry its id
+            record=_record(self._run_dir, launch),  # its children carry its id
             host=self._host,
         )
         self._replicas.add(replica)
@@ -362,7 +362,7 @@ class LocalBackend:
             status=status,
             on_log=launch.on_log,
             log_pump=asyncio.ensure_future(pump_logs(process.stdout, launch.on_log)),
-            record=_record(self._run_dir, launch.assignment.replica_id),
+            record=_record(self._run_dir, launch),
             host=self._host,
         )
 
@@ -481,27 +481,34 @@ def _pump_pasta(pasta: asyncio.subprocess.Process, on_log: LogCallback) -> async
     return asyncio.ensure_future(pump())
 
 
-def _record(run_dir: Path, replica_id: str) -> Path:
-    """Note the replica, so what it left after a server that died hard can be cleaned up."""
+def _record(run_dir: Path, launch: ReplicaLaunch) -> Path:
+    """Note the replica, so what it left after a server that died hard can be cleaned up: its
+    processes, and the folder of its volumes' working copies (and, sandboxed, its home)."""
+    replica_id = launch.assignment.replica_id
+    scratch = working_dir(launch.spec, replica_id)
     path = run_dir / f"{replica_id}.json"
-    path.write_text(json.dumps({"replica": replica_id, "server": os.getpid()}))
+    record = {"replica": replica_id, "server": os.getpid(), "scratch": scratch and str(scratch)}
+    path.write_text(json.dumps(record))
     return path
 
 
 def stop_leftovers(run_dir: Path) -> None:
-    """Kill what the replicas of a server that died without stopping them left running.
+    """Kill what the replicas of a server that died without stopping them left running, and
+    remove their scratch folders.
 
     Every process that carries a recorded replica's EMBER_REPLICA_ID, which its children inherit:
     in the replica's group, or in a session of their own (a daemon), wherever they run."""
-    left: dict[str, Path] = {}  # replica id -> its record
+    left: dict[str, tuple[Path, str | None]] = {}  # replica id -> its record, its scratch
     for path in run_dir.glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             record = json.loads(path.read_text())
             if not _alive(record["server"]):
-                left[record["replica"]] = path
+                left[record["replica"]] = path, record.get("scratch")
     if left:
         kill_replicas(left)
-    for path in left.values():
+    for path, scratch in left.values():
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         path.unlink(missing_ok=True)
 
 

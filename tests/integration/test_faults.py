@@ -73,7 +73,8 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
 ) -> None:
     """D2: a web_server replica that started a server of its own, and a function that left a
     child behind; kill -9 of the server, start it again on the same home: nothing of the old run
-    is left, and the endpoint answers."""
+    is left (no process, and as root no scratch folder: the replicas' homes), and the endpoint
+    answers."""
     options = [] if sandbox else ["--no-sandbox"]
     if not sandbox:
         monkeypatch.setenv("FAULTS_PORT", str(free_port()))  # replicas use the host's ports
@@ -92,12 +93,16 @@ def test_kill_9_of_the_server_leaves_no_process_behind(
     left = processes_of(old)  # type: ignore[arg-type]
     assert any(b"sleep\x00600" in cmd for cmd in left.values())
     assert any(b"asyncio.start_server" in cmd for cmd in left.values())
+    scratch = [home / "volumes" / ".replicas" / replica for replica in old]
+    homes = sandbox and os.geteuid() == 0  # replicas run as ember-replica, each with a home
+    assert all(folder.is_dir() for folder in scratch) == homes
 
     first.process.kill()
     first.process.wait()
     second = start_server(home, port=port, extra_args=options)
     try:
         wait_until(lambda: not processes_of(old))  # type: ignore[arg-type]
+        assert not any(folder.exists() for folder in scratch)
         if not sandbox:
             wait_until(lambda: not alive(daemon))
         response = httpx.get(endpoint, timeout=60)
