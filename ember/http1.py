@@ -1,4 +1,5 @@
-"""A lean HTTP/1.1 client for loopback hops (server -> replica), with keep-alive and streaming.
+"""A lean HTTP/1.1 client for the hot hops (server -> replica, the SDK's inputs -> server), with
+keep-alive, streaming and TLS.
 
 httpx costs ~0.7 ms of Python per request, more than the whole budget of a warm call; this client
 does only what those hops need: one request per connection at a time, Content-Length or chunked
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
@@ -133,10 +135,11 @@ class _Parser:
 class Http1Pool:
     """Connections by (host, port), reused while idle."""
 
-    def __init__(self, max_idle_per_host: int = 256) -> None:
+    def __init__(self, max_idle_per_host: int = 256, tls: ssl.SSLContext | None = None) -> None:
         self._idle: dict[tuple[str, int], deque[_Connection]] = defaultdict(deque)
         self._max_idle = max_idle_per_host
         self._open: set[_Connection] = set()
+        self._tls = tls  # every connection of the pool is made with it, where given
 
     async def _connect(
         self, host: str, port: int, timeout: float | None, fresh: bool
@@ -150,9 +153,10 @@ class Http1Pool:
                 return conn
             self._discard(conn)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=CHUNK * 4), timeout
+            connecting = asyncio.open_connection(
+                host, port, limit=CHUNK * 4, ssl=self._tls, server_hostname=self._tls and host
             )
+            reader, writer = await asyncio.wait_for(connecting, timeout)
         except (OSError, TimeoutError) as exc:
             raise HttpError(f"cannot connect to {host}:{port}: {exc}") from exc
         conn = _Connection(reader, writer)

@@ -74,36 +74,28 @@ class Function:
             )
         return f"/api/v1/apps/{app_name}/functions/{self.name}/{action}"
 
-    def _request_kwargs(self, body: bytes) -> dict[str, Any]:
-        return {
-            "content": body,
-            "params": {"method": self._method} if self._method else None,
-            "headers": {wire.PARAMS_HEADER: self._params, "Content-Type": wire.PICKLE_CONTENT_TYPE},
-        }
-
-    async def _post_inputs(self, action: str, inputs: list[bytes]) -> list[bytes]:
-        client = Client.from_settings()
-        response = await client.request(
-            "POST", self._path(action), **self._request_kwargs(wire.pack_frames(inputs))
+    async def _post_inputs(self, action: str, inputs: list[bytes]) -> bytes:
+        """POST the inputs to the function's `action` endpoint; the response's body."""
+        return await Client.from_settings().post(
+            self._path(action),
+            wire.pack_frames(inputs),
+            headers={wire.PARAMS_HEADER: self._params, "Content-Type": wire.PICKLE_CONTENT_TYPE},
+            params={"method": self._method} if self._method else None,
         )
-        return wire.unpack_frames(response.content)
 
     @live
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run remotely and return the result (or raise the remote exception)."""
         payload = serialize((args, kwargs), "the function's arguments")
-        (frame,) = await self._post_inputs("call", [payload])
+        (frame,) = wire.unpack_frames(await self._post_inputs("call", [payload]))
         return outcome_value(frame)
 
     @live
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start remotely and return at once; the result is kept for `FunctionCall.get()`."""
         payload = serialize((args, kwargs), "the function's arguments")
-        client = Client.from_settings()
-        response = await client.request(
-            "POST", self._path("spawn"), **self._request_kwargs(wire.pack_frames([payload]))
-        )
-        return FunctionCall(wire.SpawnResponse.model_validate(response.json()).call_id)
+        response = await self._post_inputs("spawn", [payload])
+        return FunctionCall(wire.SpawnResponse.model_validate_json(response).call_id)
 
     @live
     def map(
@@ -154,7 +146,7 @@ class Function:
         chunks = _chunked(
             (serialize((tuple(args), kwargs), "a map input") for args in arg_tuples), MAP_CHUNK
         )
-        pending: dict[int, asyncio.Task[list[bytes]]] = {}
+        pending: dict[int, asyncio.Task[bytes]] = {}
         done: dict[int, list[bytes]] = {}
         next_to_yield = 0
         exhausted = False
@@ -174,7 +166,7 @@ class Function:
                     )
                     for i, task in list(pending.items()):
                         if task in finished:
-                            done[i] = pending.pop(i).result()
+                            done[i] = wire.unpack_frames(pending.pop(i).result())
                 ready = sorted(done) if not order_outputs else []
                 while order_outputs and next_to_yield in done:
                     ready.append(next_to_yield)

@@ -33,6 +33,11 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def started_loop() -> asyncio.AbstractEventLoop | None:
+    """The SDK's event loop if it was started and still runs, without starting it."""
+    return _loop if _loop is not None and _loop.is_running() else None
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on the SDK loop and block for its result."""
     loop = background_loop()

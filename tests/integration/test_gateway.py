@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ember.sdk.exceptions import InvalidError
+from ember.sdk.exceptions import ConnectionError, InvalidError
 from tests.conftest import start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
@@ -187,6 +187,14 @@ def test_tls_with_a_self_signed_certificate(tmp_path, monkeypatch) -> None:  # t
         assert response.json() == {"message": "hello world"}
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{running.url}/healthz")  # an unverified certificate is refused
+        # Inputs take the SDK's lean client, over TLS as well.
+        hello = load("hello")
+        hello.app.deploy()
+        assert hello.square.remote(7) == 49
+        assert list(hello.square.map([1, 2, 3])) == [1, 4, 9]
+        monkeypatch.delenv("EMBER_CA_CERT")
+        with pytest.raises(ConnectionError, match="certificate verify failed"):
+            hello.square.remote(2)
     finally:
         assert not running.stop()
 
