@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from ember import wire
+from ember.server.store.base import LogFilter
 from ember.server.store.database import StoreUnavailable
-from ember.server.store.sql import LogFilter, SqlStore
+from ember.server.store.sql import SqlStore
 from tests.conftest import free_port
 
 SERVERS = 4  # stores on one database, as separate servers would hold them
