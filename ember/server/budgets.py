@@ -17,6 +17,7 @@ What "stops scaling up" means, exactly:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -92,6 +93,7 @@ class Budgets:
         self._over: dict[str, str] = {}  # scope -> why its scale-ups are refused
         self._refusals: dict[str, int] = {}  # by app, not logged yet
         self._refusals_logged: dict[str, float] = {}
+        self._checking = asyncio.Lock()  # one check at a time: its alerts go out in order
 
     async def load(self) -> None:
         self._limits = await self._store.run(Store.budgets)
@@ -160,6 +162,10 @@ class Budgets:
     async def check(self) -> None:
         """After each meter checkpoint: compare this month's costs with the budgets; scale-ups
         are held at once, then the alerts due go out."""
+        async with self._checking:
+            await self._check()
+
+    async def _check(self) -> None:
         _, month = self._meter.costs()
         total = sum(month.values())
         self._spent = {s: total if s == SERVER else month.get(s, 0.0) for s in self._limits}

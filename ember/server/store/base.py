@@ -18,6 +18,7 @@ from ember import wire
 
 Row = dict[str, Any]  # one row of a batch written behind, by column name
 CallState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+UNFINISHED: tuple[CallState, ...] = ("pending", "running")
 
 
 def hash_token(token: str) -> str:
@@ -63,7 +64,7 @@ class CallRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status not in ("pending", "running")
+        return self.status not in UNFINISHED
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,10 @@ class Store(Protocol):
         status: CallState,
         result: bytes | None = None,
         finished_at: float | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Move an unfinished call on; a finished one stays as it ended (a result that lands
+        after a cancel does not undo it)."""
+        ...
 
     def get_call(self, call_id: str) -> CallRecord | None: ...
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from ember import wire
 from ember.server.store import tables as t
 from ember.server.store.base import (
+    UNFINISHED,
     AppRecord,
     CallRecord,
     CallState,
@@ -237,8 +238,11 @@ class SqlStore:
             values["result"] = self._blobs.seal_bytes(result) if self._blobs else result
         if finished_at is not None:
             values["finished_at"] = finished_at
+        unfinished = t.calls.c.status.in_(UNFINISHED)
         with self.engine.begin() as conn:
-            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+            conn.execute(
+                t.calls.update().where(t.calls.c.id == call_id, unfinished).values(**values)
+            )
 
     def get_call(self, call_id: str) -> CallRecord | None:
         with self.engine.connect() as conn:
@@ -250,7 +254,7 @@ class SqlStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(*CALL_COLUMNS).where(
-                    t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"])
+                    t.calls.c.kind == "spawn", t.calls.c.status.in_(UNFINISHED)
                 )
             ).mappings()
             return [self._opened(row) for row in rows]
