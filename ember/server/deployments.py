@@ -194,10 +194,16 @@ class Deployments:
                 shutil.rmtree(source_dir)
             staging.rename(source_dir)
         deployment = self._placed(request.app_name, version, request, source_dir)
-        self._current[request.app_name] = deployment
-        self._pools.retire(request.app_name, keep_version=version)
-        self._warm(deployment)
+        if self._newer(deployment):  # a deploy that got a later version may be done first
+            self._current[request.app_name] = deployment
+            self._pools.retire(request.app_name, keep_version=version)
+            self._warm(deployment)
         return deployment
+
+    def _newer(self, deployment: Deployment) -> bool:
+        """Whether `deployment` is newer than the one served."""
+        mine = self._current.get(deployment.app)
+        return mine is None or mine.version < deployment.version
 
     async def _check_secrets(self, request: wire.DeployRequest) -> None:
         secrets = await self._store.run(Store.list_secrets)
