@@ -32,6 +32,7 @@ from ember.server.gateway.app import Gateway
 from ember.server.plane import ControlPlane
 from ember.server.scheduling.admission import Overloaded
 from ember.server.settings import ServerSettings
+from ember.server.store.base import Store
 from ember.server.store.database import DatabaseDown, reason
 from ember.server.volumes import as_api_error
 from ember.version import __version__
@@ -39,12 +40,14 @@ from ember.version import __version__
 _ERROR_TYPES = {400: "InvalidError", 401: "AuthError", 404: "NotFoundError", 405: "InvalidError"}
 
 
-def create_app(settings: ServerSettings, backend: Backend | None = None) -> Gateway:
+def create_app(
+    settings: ServerSettings, backend: Backend | None = None, store: Store | None = None
+) -> Gateway:
     """The server's ASGI app: the gateway in front, the API (a FastAPI app) behind it.
 
     The control plane is built here (its store, its backend's GPUs and sandbox), and started and
     stopped by the app's lifespan."""
-    plane = ControlPlane(settings, backend)
+    plane = ControlPlane(settings, backend, store)
     token_cache = TokenCache()
 
     @asynccontextmanager

@@ -17,6 +17,7 @@ What "stops scaling up" means, exactly:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -30,7 +31,8 @@ from ember.server.metering.windows import month_name
 from ember.server.pools import Pool, PoolRegistry
 from ember.server.replicas.state import ReplicaState
 from ember.server.scheduling.router import pick_replica
-from ember.server.store.sql import SqlStore
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import Store
 from ember.server.webhook import Webhook
 
 log = logging.getLogger("ember.budgets")
@@ -77,7 +79,7 @@ def usd(amount: float) -> str:
 class Budgets:
     def __init__(
         self,
-        store: SqlStore,
+        store: AsyncStore,
         meter: Meter,
         pools: PoolRegistry,
         logs: LogSink,
@@ -91,10 +93,11 @@ class Budgets:
         self._over: dict[str, str] = {}  # scope -> why its scale-ups are refused
         self._refusals: dict[str, int] = {}  # by app, not logged yet
         self._refusals_logged: dict[str, float] = {}
+        self._checking = asyncio.Lock()  # one check at a time: its alerts go out in order
 
-    def load(self) -> None:
-        self._limits = self._store.budgets()
-        self.check()
+    async def load(self) -> None:
+        self._limits = await self._store.run(Store.budgets)
+        await self.check()
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -127,22 +130,22 @@ class Budgets:
 
     # -- managing ----------------------------------------------------------------------------
 
-    def set(self, scope: str, monthly_usd: float) -> wire.BudgetInfo:
-        if scope != SERVER and self._store.get_app(scope) is None:
+    async def set(self, scope: str, monthly_usd: float) -> wire.BudgetInfo:
+        if scope != SERVER and await self._store.run(Store.get_app, scope) is None:
             raise ApiError(404, "NotFoundError", f"no app {scope!r}; see `ember app list`")
-        self._store.set_budget(scope, check_amount(monthly_usd))
+        await self._store.run(Store.set_budget, scope, check_amount(monthly_usd))
         self._limits[scope] = monthly_usd
         log.info("%s set to %s", describe(scope), usd(monthly_usd))
-        self.check()
+        await self.check()
         return self.info(scope)
 
-    def remove(self, scope: str) -> None:
-        if not self._store.delete_budget(scope):
+    async def remove(self, scope: str) -> None:
+        if not await self._store.run(Store.delete_budget, scope):
             raise ApiError(
                 404, "NotFoundError", f"no budget for {scope!r}; see `ember budget list`"
             )
         self._limits.pop(scope, None)
-        self.check()
+        await self.check()
 
     def info(self, scope: str) -> wire.BudgetInfo:
         limit, spent = self._limits[scope], self._spent.get(scope, 0.0)
@@ -156,18 +159,24 @@ class Budgets:
 
     # -- checking ----------------------------------------------------------------------------
 
-    def check(self) -> None:
-        """After each meter checkpoint: compare this month's costs with the budgets."""
+    async def check(self) -> None:
+        """After each meter checkpoint: compare this month's costs with the budgets; scale-ups
+        are held at once, then the alerts due go out."""
+        async with self._checking:
+            await self._check()
+
+    async def _check(self) -> None:
         _, month = self._meter.costs()
         total = sum(month.values())
         self._spent = {s: total if s == SERVER else month.get(s, 0.0) for s in self._limits}
         over: dict[str, str] = {}
+        due: list[tuple[str, int, float, float]] = []  # (scope, level, spent, limit)
         for scope, limit in self._limits.items():
             spent = self._spent[scope]
             if spent >= WARN_AT * limit:
-                self._alert(scope, 80, spent, limit)
+                due.append((scope, 80, spent, limit))
             if spent >= limit:
-                self._alert(scope, 100, spent, limit)
+                due.append((scope, 100, spent, limit))
                 over[scope] = (
                     f"{describe(scope)}, {usd(limit)}, is spent ({usd(spent)} this UTC month): "
                     "inputs that need a new replica are refused; raise it with "
@@ -178,6 +187,8 @@ class Budgets:
             self._hold(pool, over.get(pool.key.app) or over.get(SERVER))
         for app in list(self._refusals):
             self._log_refusals(app)
+        for alert in due:
+            await self._alert(*alert)
 
     def _hold(self, pool: Pool, reason: str | None) -> None:
         pool.starts_held = reason
@@ -185,9 +196,9 @@ class Budgets:
         if reason is not None and pool.queue.waiting and not serving:
             pool.queue.fail_waiters(BudgetExceeded(reason))
 
-    def _alert(self, scope: str, level: int, spent: float, limit: float) -> None:
+    async def _alert(self, scope: str, level: int, spent: float, limit: float) -> None:
         month = month_name(self._meter.now())
-        if not self._store.claim_alert(scope, month, level):
+        if not await self._store.run(Store.claim_alert, scope, month, level):
             return
         what = "reached" if level == 100 else f"at {level} %"
         text = f"{describe(scope)} is {what}: {usd(spent)} of {usd(limit)} spent in {month}"

@@ -16,7 +16,8 @@ from ember.server.errors import ApiError
 from ember.server.home import write_private
 from ember.server.pools import Pool, PoolKey, PoolRegistry
 from ember.server.replicas.placement import Unplaceable
-from ember.server.store.sql import AppRecord, SqlStore
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import AppRecord, Store
 from ember.spec_checks import SpecError, check_deploy_request
 
 log = logging.getLogger("ember.server")
@@ -51,22 +52,25 @@ class Deployment:
 class Deployments:
     def __init__(
         self,
-        store: SqlStore,
+        store: AsyncStore,
         apps_dir: Path,
         pools: PoolRegistry,
-        put_secret: Callable[[str, dict[str, str]], None],
+        put_secret: Callable[[str, dict[str, str]], Awaitable[None]],
         resolve: ResolveResources,
     ) -> None:
         self._store, self._apps_dir, self._pools = store, apps_dir, pools
         self._put_secret, self._resolve = put_secret, resolve
         self._current: dict[str, Deployment] = {}
+        # Apps the store had, stopped or not, at the last look: a miss names the right cause
+        # ("is stopped", "is not deployed") without asking the store on the request's path.
+        self._known: set[str] = set()
         self._unbuildable: set[tuple[str, int]] = set()  # (app, version) whose images failed here
 
-    def forget_ephemeral(self) -> None:
+    async def forget_ephemeral(self) -> None:
         """At start: ephemeral apps of a dead run are dropped."""
-        for record in self._store.list_apps():
+        for record in await self._store.run(Store.list_apps):
             if record.ephemeral:
-                self._forget(record.name)
+                await self._forget(record.name)
 
     async def follow(
         self, build: Callable[[wire.DeployRequest], Awaitable[None]]
@@ -74,7 +78,9 @@ class Deployments:
         """Serve what the store says is deployed: at start, and then to catch up with deploys
         and stops made through other servers on the same database. `build` builds a version's
         images here before it serves. Returns the deployments it began to serve."""
-        records = {r.name: r for r in self._store.list_apps() if not r.ephemeral}
+        apps = await self._store.run(Store.list_apps)
+        self._known = {r.name for r in apps}
+        records = {r.name: r for r in apps if not r.ephemeral}
         for name, mine in list(self._current.items()):
             stored = records.get(name)
             if not mine.request.ephemeral and (stored is None or stored.state != "deployed"):
@@ -95,7 +101,7 @@ class Deployments:
     async def _catch_up(
         self, record: AppRecord, build: Callable[[wire.DeployRequest], Awaitable[None]]
     ) -> Deployment | None:
-        request = self._store.app_version(record.name, record.version)
+        request = await self._store.run(Store.app_version, record.name, record.version)
         try:
             await build(request)
         except ApiError as exc:
@@ -103,7 +109,7 @@ class Deployments:
             self._unbuildable.add((record.name, record.version))
             return None
         # While the images built, a deploy or stop here may have overtaken this version.
-        now = self._store.get_app(record.name)
+        now = await self._store.run(Store.get_app, record.name)
         if now is None or now.version != record.version or not self._behind(now):
             return None
         log.info("app %s: serving v%d", record.name, record.version)
@@ -126,7 +132,7 @@ class Deployments:
         self._warm(deployment)
         return deployment
 
-    def validate(self, request: wire.DeployRequest) -> None:
+    async def validate(self, request: wire.DeployRequest) -> None:
         """Everything that can be refused cheaply, before any image is built: the SDK's own
         rules again (ember/spec_checks.py), image hashes included, then names and secrets."""
         try:
@@ -134,8 +140,9 @@ class Deployments:
         except SpecError as exc:
             raise ApiError(400, "InvalidError", f"invalid deploy request: {exc}") from None
         _validate(request)
-        check_names_ignoring_case(request, [app.name for app in self._store.list_apps()])
-        self._check_secrets(request)
+        apps = await self._store.run(Store.list_apps)
+        check_names_ignoring_case(request, [app.name for app in apps])
+        await self._check_secrets(request)
         for spec in request.functions:
             try:
                 self._resolve(spec)
@@ -157,11 +164,11 @@ class Deployments:
             deployment.notes.extend(notes)
         return deployment
 
-    def deploy(self, request: wire.DeployRequest) -> Deployment:
+    async def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Write the source, then record the version: a failure leaves the previous one current.
         The request must have passed `validate`."""
         for name, values in request.inline_secrets.items():
-            self._put_secret(name, values)
+            await self._put_secret(name, values)
         request = request.model_copy(update={"inline_secrets": {}})
         staging = None
         if request.files:
@@ -172,7 +179,13 @@ class Deployments:
             except BaseException:
                 shutil.rmtree(staging)
                 raise
-        version = self._store.deploy(request)
+        try:
+            version = await self._store.run(Store.deploy, request)
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging)
+            raise
+        self._known.add(request.app_name)
         source_dir = None
         if staging is not None:
             source_dir = self._apps_dir / request.app_name / f"v{version}"
@@ -181,13 +194,20 @@ class Deployments:
                 shutil.rmtree(source_dir)
             staging.rename(source_dir)
         deployment = self._placed(request.app_name, version, request, source_dir)
-        self._current[request.app_name] = deployment
-        self._pools.retire(request.app_name, keep_version=version)
-        self._warm(deployment)
+        if self._newer(deployment):  # a deploy that got a later version may be done first
+            self._current[request.app_name] = deployment
+            self._pools.retire(request.app_name, keep_version=version)
+            self._warm(deployment)
         return deployment
 
-    def _check_secrets(self, request: wire.DeployRequest) -> None:
-        known = {s.name for s in self._store.list_secrets()} | set(request.inline_secrets)
+    def _newer(self, deployment: Deployment) -> bool:
+        """Whether `deployment` is newer than the one served."""
+        mine = self._current.get(deployment.app)
+        return mine is None or mine.version < deployment.version
+
+    async def _check_secrets(self, request: wire.DeployRequest) -> None:
+        secrets = await self._store.run(Store.list_secrets)
+        known = {s.name for s in secrets} | set(request.inline_secrets)
         for spec in request.functions:
             for name in spec.secrets:
                 if name not in known:
@@ -211,8 +231,7 @@ class Deployments:
     def current(self, app: str) -> Deployment:
         deployment = self._current.get(app)
         if deployment is None:
-            record = self._store.get_app(app)
-            state = "is stopped" if record else "is not deployed"
+            state = "is stopped" if app in self._known else "is not deployed"
             raise ApiError(
                 404, "NotFoundError", f"app {app!r} {state}; deploy it with `ember deploy`"
             )
@@ -227,17 +246,18 @@ class Deployments:
             key, spec, deployment.request, deployment.source_dir, deployment.resources[function]
         )
 
-    def stop(self, app: str) -> None:
+    async def stop(self, app: str) -> None:
         deployment = self.current(app)
         self._current.pop(app, None)
         self._pools.retire(app)
         if deployment.request.ephemeral:
-            self._forget(app)
+            await self._forget(app)
         else:
-            self._store.set_app_state(app, "stopped")
+            await self._store.run(Store.set_app_state, app, "stopped")
 
-    def _forget(self, app: str) -> None:
-        self._store.delete_app(app)
+    async def _forget(self, app: str) -> None:
+        self._known.discard(app)
+        await self._store.run(Store.delete_app, app)
         shutil.rmtree(self._apps_dir / app, ignore_errors=True)
 
     def all(self) -> list[Deployment]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ember.server.store.sql import SqlStore
+from ember.server.store.base import Store
 
 log = logging.getLogger("ember.server")
 
@@ -19,7 +19,7 @@ INTERVAL = 30.0
 
 
 class LogRetention:
-    def __init__(self, store: SqlStore, max_bytes: int) -> None:
+    def __init__(self, store: Store, max_bytes: int) -> None:
         self._store, self._max = store, max_bytes
         self._sizes: dict[str, int] = {}
         self._after = 0  # the last line id counted

@@ -11,14 +11,14 @@ from collections import deque
 from collections.abc import Iterable
 
 from ember.server.redaction import Redactor
-from ember.server.store.sql import SqlStore
+from ember.server.store.base import Row, Store
 from ember.server.write_behind import WriteBehind
 
 TAIL_LINES = 30
 
 
-class LogSink(WriteBehind):
-    def __init__(self, store: SqlStore, flush_interval: float = 0.2) -> None:
+class LogSink(WriteBehind[Row]):
+    def __init__(self, store: Store, flush_interval: float = 0.2) -> None:
         super().__init__(store.append_logs, flush_interval, what="log lines")
         self._tails: dict[str, deque[str]] = {}
         self._redactors: dict[str, Redactor] = {}

@@ -21,7 +21,7 @@ from ember.server.pools import PoolRegistry
 from ember.server.replica_metrics import ReplicaMetrics
 from ember.server.replicas.state import Lifecycle
 from ember.server.settings import ServerSettings
-from ember.server.store.sql import SqlStore
+from ember.server.store.async_store import AsyncStore
 from ember.server.webhook import Webhook
 
 
@@ -29,7 +29,7 @@ class Observability:
     def __init__(
         self,
         settings: ServerSettings,
-        store: SqlStore,
+        store: AsyncStore,
         pools: PoolRegistry,
         deployments: Deployments,
         lifecycle: Lifecycle,
@@ -38,7 +38,9 @@ class Observability:
         gpu_types: Mapping[int, str],
     ) -> None:
         self._settings = settings
-        self.meter = Meter(store, settings.prices, gpu_types, pools.resources_of, lifecycle.clock)
+        # The meter writes and logs are trimmed from threads of their own: the store as it is.
+        sync = store.sync
+        self.meter = Meter(sync, settings.prices, gpu_types, pools.resources_of, lifecycle.clock)
         url = settings.budget_webhook
         self.webhook = Webhook(url) if url else None
         self.budgets = Budgets(store, self.meter, pools, logs, self.webhook)
@@ -46,15 +48,15 @@ class Observability:
         self.metrics = ServerMetrics(
             pools, deployments, self.meter, self.replica_metrics, self.budgets.all
         )
-        self.retention = LogRetention(store, settings.log_retention_bytes)
+        self.retention = LogRetention(sync, settings.log_retention_bytes)
         self.history = History(self.metrics)
         for part in (self.meter, self.replica_metrics, self.metrics):
             lifecycle.subscribe(part.on_replica_event)
 
-    def start(self) -> list[asyncio.Task[None]]:
+    async def start(self) -> list[asyncio.Task[None]]:
         """Recover what a previous server left, then the loops."""
-        self.meter.recover()
-        self.budgets.load()
+        await asyncio.to_thread(self.meter.recover)
+        await self.budgets.load()
         settings = self._settings
         return [
             asyncio.ensure_future(self.meter.run(settings.meter_interval, self.budgets.check)),

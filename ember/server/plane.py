@@ -39,6 +39,8 @@ from ember.server.scheduler import Scheduler
 from ember.server.scheduling.admission import Principal, admit
 from ember.server.secrets import SecretBox, load_key
 from ember.server.settings import ServerSettings
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import Store
 from ember.server.store.sql import SqlStore
 from ember.server.tokens import ReplicaTokens
 from ember.server.volumes import Volumes
@@ -79,16 +81,19 @@ def make_backend(settings: ServerSettings) -> Backend:
 
 
 class ControlPlane:
-    def __init__(self, settings: ServerSettings, backend: Backend | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, backend: Backend | None = None, store: Store | None = None
+    ) -> None:
         self.settings = settings
         prepare_home(settings.home, settings.db_url, settings.apps_dir)
         self.secrets = SecretBox(load_key(settings.home, settings.secret_key))
-        self.store = SqlStore(settings.db_url, blobs=self.secrets)
+        store = store or SqlStore(settings.db_url, blobs=self.secrets)
+        self.store = AsyncStore(store)
         self.http = Http1Pool()
         self.images = ImageBuilder(settings.home / "images")
         storage = storage_for(settings.volume_storage, settings.volumes_dir)
         self.volumes = Volumes(self.store, storage, on_cluster=settings.backend == "ray")
-        self.logs = LogSink(self.store)
+        self.logs = LogSink(store)
         self.replica_tokens = ReplicaTokens(self.store, settings.url)
         backend = backend or make_backend(settings)
         self.capabilities: Capabilities = backend.capabilities()
@@ -111,7 +116,7 @@ class ControlPlane:
         self.deployments = Deployments(
             self.store, settings.apps_dir, self.pools, self.put_secret, self.resources_of
         )
-        self.cold_starts = ColdStarts(self.store, self.lifecycle)
+        self.cold_starts = ColdStarts(store, self.lifecycle)
         self.observability = Observability(
             settings, self.store, self.pools, self.deployments, self.lifecycle, self.logs,
             self.http, {gpu.index: gpu.type for gpu in self.capabilities.gpus},
@@ -121,7 +126,7 @@ class ControlPlane:
         self.dispatcher = Dispatcher(
             settings, self.supervisor, self.http, self.cold_starts.answered, self.metrics
         )
-        self.recorder = CallRecorder(self.store)
+        self.recorder = CallRecorder(store)
         self.spawns = SpawnedCalls(self.store, self.run_inputs)
         self.scheduler = Scheduler(self.deployments, self.spawns, self.logs)
         self._loops: list[asyncio.Task[None]] = []
@@ -129,14 +134,14 @@ class ControlPlane:
     def _on_wait(self) -> None:
         self.autoscaler.trigger()
 
-    def put_secret(self, name: str, values: dict[str, str]) -> None:
-        self.store.put_secret(name, self.secrets.seal(values), list(values))
+    async def put_secret(self, name: str, values: dict[str, str]) -> None:
+        await self.store.run(Store.put_secret, name, self.secrets.seal(values), list(values))
 
-    def secret_env(self, spec: wire.FunctionSpec) -> dict[str, str]:
+    async def secret_env(self, spec: wire.FunctionSpec) -> dict[str, str]:
         """The environment a replica of `spec` gets from its secrets (later ones win)."""
         env: dict[str, str] = {}
         for name in spec.secrets:
-            sealed = self.store.get_secret(name)
+            sealed = await self.store.run(Store.get_secret, name)
             if sealed is None:
                 raise ApiError(
                     404,
@@ -158,11 +163,11 @@ class ControlPlane:
 
     async def deploy(self, request: wire.DeployRequest) -> Deployment:
         """Check the request, build its images, then make it the app's current version."""
-        self.deployments.validate(request)
-        self.volumes.check_deploy(request)
+        await self.deployments.validate(request)
+        await self.volumes.check_deploy(request)
         await self.build_images(request)
-        self.volumes.create_missing(request)
-        deployment = self.deployments.deploy(request)
+        await self.volumes.create_missing(request)
+        deployment = await self.deployments.deploy(request)
         self.prepare_templates(deployment)
         names = ", ".join(f.name for f in request.functions)
         log.info("deployed %s version %d (%s)", deployment.app, deployment.version, names)
@@ -204,13 +209,13 @@ class ControlPlane:
         self.admit(principal, pool)
         return await self.dispatcher.run(pool, method, inputs)
 
-    def spawn(
+    async def spawn(
         self, principal: Principal, app: str, function: str, method: str | None, params: str,
         payload: bytes,
     ) -> str:  # fmt: skip
         """`.spawn()`: admitted now, stored, run in the background; returns the call's id."""
         self.admit(principal, self.resolve(app, function, params))
-        return self.spawns.spawn(app, function, method, params, payload)
+        return await self.spawns.spawn(app, function, method, params, payload)
 
     async def run_inputs(
         self, app: str, function: str, method: str | None, params: str, inputs: list[bytes]
@@ -221,23 +226,24 @@ class ControlPlane:
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.replica_tokens.revoke_all()  # those of a server process that did not stop cleanly
-        self.bootstrap_admin_token()
-        self.deployments.forget_ephemeral()
+        # The replica tokens of a server process that did not stop cleanly.
+        await self.replica_tokens.revoke_all()
+        await self.bootstrap_admin_token()
+        await self.deployments.forget_ephemeral()
         for deployment in await self.deployments.follow(self.build_images):
             self.prepare_templates(deployment)
         self.volumes.start()
         self.logs.start()
         self.recorder.start()
         self.cold_starts.start()
-        recovered = self.spawns.recover()
+        recovered = await self.spawns.recover()
         if recovered:
             log.info("re-running %d spawned call(s) left unfinished", recovered)
         self._loops = [
             asyncio.ensure_future(self.autoscaler.run()),
             asyncio.ensure_future(self.scheduler.run()),
             asyncio.ensure_future(self._follow_deployments()),
-            *self.observability.start(),
+            *await self.observability.start(),
         ]
 
     async def _follow_deployments(self) -> None:
@@ -252,13 +258,13 @@ class ControlPlane:
             except Exception as exc:  # noqa: BLE001 - the database is down: serve from memory
                 log.warning("could not read deployments from the store: %s", exc)
 
-    def bootstrap_admin_token(self) -> None:
+    async def bootstrap_admin_token(self) -> None:
         """On first start, make an admin token and hand it to the CLI through config.toml."""
         if not self.settings.write_client_config:
             return
         token = read_config_file(self.settings.home).get("token")
-        if token is None or self.store.verify_token(token) is None:
-            token = self.store.create_token("admin", kind="admin").token
+        if token is None or await self.store.run(Store.verify_token, token) is None:
+            token = (await self.store.run(Store.create_token, "admin", kind="admin")).token
             log.info("created an admin token; wrote it to %s/config.toml", self.settings.home)
         write_client_config(self.settings.home, self.settings.url, token, self.settings.tls_cert)
 
@@ -287,5 +293,5 @@ class ControlPlane:
         await self.recorder.close()
         await self.cold_starts.close()
         await self.http.close()
-        self.replica_tokens.revoke_all()
+        await self.replica_tokens.revoke_all()
         self.store.close()

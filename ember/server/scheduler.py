@@ -49,12 +49,12 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             try:
-                self.tick(time.time())
+                await self.tick(time.time())
             except Exception:
                 log.exception("scheduler tick failed")
             await asyncio.sleep(0.25)
 
-    def tick(self, now: float) -> None:
+    async def tick(self, now: float) -> None:
         """Fire what is due; (re)compute due times for the current deployments."""
         live: set[Key] = set()
         for deployment in self._deployments.all():
@@ -65,12 +65,12 @@ class Scheduler:
                 live.add(key)
                 due = self._due.setdefault(key, next_run(spec.schedule, now))
                 if now >= due:
-                    self._fire(key)
+                    await self._fire(key)
                     self._due[key] = next_run(spec.schedule, max(due, now))
         for stale in set(self._due) - live:
             del self._due[stale]
 
-    def _fire(self, key: Key) -> None:
+    async def _fire(self, key: Key) -> None:
         app, _, function = key
         previous = self._last_call.get(key)
         if previous is not None and self._spawns.running(previous):
@@ -81,7 +81,7 @@ class Scheduler:
                 f"[ember] scheduled run skipped: the previous run ({previous}) is still going",
             )
             return
-        self._last_call[key] = self._spawns.spawn(app, function, None, "", NO_ARGUMENTS)
+        self._last_call[key] = await self._spawns.spawn(app, function, None, "", NO_ARGUMENTS)
         self._logs.write(
             app, function, "scheduler", f"[ember] scheduled run started: {self._last_call[key]}"
         )

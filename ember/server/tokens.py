@@ -10,31 +10,35 @@ revoke only their own.
 
 from __future__ import annotations
 
-from ember.server.store.sql import SqlStore
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import Store
 
 KIND = "replica"
 
 
 class ReplicaTokens:
-    def __init__(self, store: SqlStore, server: str = "") -> None:
+    def __init__(self, store: AsyncStore, server: str = "") -> None:
         self._store = store
         self._name = f"replicas of {server}" if server else "replicas"
         self._by_app: dict[str, tuple[str, str]] = {}  # app -> (token id, token)
 
-    def for_app(self, app: str) -> str:
+    async def for_app(self, app: str) -> str:
         """The token a replica of `app` calls the server with."""
-        if app not in self._by_app:
-            created = self._store.create_token(self._name, kind=KIND, app=app)
-            self._by_app[app] = (created.id, created.token)
-        return self._by_app[app][1]
+        token = self._by_app.get(app)
+        if token is None:
+            created = await self._store.run(Store.create_token, self._name, kind=KIND, app=app)
+            token = self._by_app.setdefault(app, (created.id, created.token))
+            if token[0] != created.id:  # another replica's start made one meanwhile
+                await self._store.run(Store.revoke_token, created.id)
+        return token[1]
 
-    def revoke(self, app: str) -> None:
+    async def revoke(self, app: str) -> None:
         """The app stopped: its replicas' token stops working (a redeploy makes a new one)."""
         token = self._by_app.pop(app, None)
         if token is not None:
-            self._store.revoke_token(token[0])
+            await self._store.run(Store.revoke_token, token[0])
 
-    def revoke_all(self) -> None:
+    async def revoke_all(self) -> None:
         """Every replica token of this server, this process's and any a previous one left."""
         self._by_app.clear()
-        self._store.revoke_tokens(KIND, self._name)
+        await self._store.run(Store.revoke_tokens, KIND, self._name)

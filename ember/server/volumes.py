@@ -4,7 +4,7 @@ A write from outside a replica (an upload batch, a removal) makes one new snapsh
 hard-linked (snapshot files are never written in place, so sharing them is safe; working copies
 never share them), then changed. An upload batch is staged file by file under
 `<name>/uploads/<id>/`, streamed to disk in chunks, and committed as one snapshot: all of it or
-nothing. Blocking file work runs in threads; the store is used from the event loop.
+nothing. Blocking file work runs in threads, and the store on its own (AsyncStore).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from ember.runtime.volumes import (
     volume_path,
 )
 from ember.server.errors import ApiError
-from ember.server.store.sql import SqlStore
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import Store
 
 CHUNK = 1 << 20
 _STATUS = {"NotFoundError": 404, "PathNotFoundError": 404, "AlreadyExistsError": 409}
@@ -46,7 +47,7 @@ def as_api_error(exc: VolumeError) -> ApiError:
 
 
 class Volumes:
-    def __init__(self, store: SqlStore, storage: VolumeStorage, on_cluster: bool = False) -> None:
+    def __init__(self, store: AsyncStore, storage: VolumeStorage, on_cluster: bool = False) -> None:
         """`on_cluster`: replicas run on other machines, which see only shared storage."""
         self._store, self.storage, self.root = store, storage, storage.root
         self._on_cluster = on_cluster
@@ -58,53 +59,54 @@ class Volumes:
 
     # -- records --------------------------------------------------------------------------
 
-    def create(self, name: str, exist_ok: bool = False) -> wire.VolumeInfo:
+    async def create(self, name: str, exist_ok: bool = False) -> wire.VolumeInfo:
         check_name(name)
-        if self._store.create_volume(name) is None:
+        if await self._store.run(Store.create_volume, name) is None:
             if exist_ok:
-                return self.info(name)
+                return await self.info(name)
             raise AlreadyExists(f"volume {name!r} exists already; see `ember volume ls {name}`")
         try:
             VolumeTree(self.storage, name).create()
         except BaseException:
-            self._store.delete_volume(name)
+            await self._store.run(Store.delete_volume, name)
             raise
-        return self.info(name)
+        return await self.info(name)
 
-    def tree(self, name: str) -> VolumeTree:
-        if self._store.get_volume(check_name(name)) is None:
+    async def tree(self, name: str) -> VolumeTree:
+        if await self._store.run(Store.get_volume, check_name(name)) is None:
             raise not_found(name)
         return VolumeTree(self.storage, name)
 
-    def info(self, name: str) -> wire.VolumeInfo:
-        created_at = self._store.get_volume(check_name(name))
+    async def info(self, name: str) -> wire.VolumeInfo:
+        created_at = await self._store.run(Store.get_volume, check_name(name))
         if created_at is None:
             raise not_found(name)
         committed_at = VolumeTree(self.storage, name).committed_at()
         return wire.VolumeInfo(name=name, created_at=created_at, committed_at=committed_at)
 
-    def all(self) -> list[wire.VolumeInfo]:
+    async def all(self) -> list[wire.VolumeInfo]:
         return [
             wire.VolumeInfo(
                 name=name,
                 created_at=created,
                 committed_at=VolumeTree(self.storage, name).committed_at(),
             )
-            for name, created in self._store.list_volumes()
+            for name, created in await self._store.run(Store.list_volumes)
         ]
 
     async def delete(self, name: str) -> None:
         """Delete the volume and its files; replicas that mount it fail to start from now on."""
-        tree = self.tree(name)
-        self._store.delete_volume(name)
+        tree = await self.tree(name)
+        await self._store.run(Store.delete_volume, name)
         await asyncio.to_thread(tree.delete)
 
     # -- deploys --------------------------------------------------------------------------
 
-    def check_deploy(self, request: wire.DeployRequest) -> None:
+    async def check_deploy(self, request: wire.DeployRequest) -> None:
         """Every volume exists (or will be created) and every mount path can be made; mount
         paths are created here, so one that cannot be fails the deploy, not a replica."""
-        known = {name for name, _ in self._store.list_volumes()} | set(request.create_volumes)
+        volumes = await self._store.run(Store.list_volumes)
+        known = {name for name, _ in volumes} | set(request.create_volumes)
         for spec in request.functions:
             if spec.volumes and self._on_cluster and self.storage.kind != "shared":
                 raise ApiError(
@@ -139,14 +141,14 @@ class Volumes:
                 except VolumeError as exc:
                     raise ApiError(400, "InvalidError", f"{spec.name}: {exc}") from None
 
-    def create_missing(self, request: wire.DeployRequest) -> None:
+    async def create_missing(self, request: wire.DeployRequest) -> None:
         for name in request.create_volumes:
-            self.create(name, exist_ok=True)
+            await self.create(name, exist_ok=True)
 
     # -- reads ----------------------------------------------------------------------------
 
     async def entries(self, name: str, path: str, recursive: bool) -> list[wire.FileEntry]:
-        rel, tree = _path(path), self.tree(name)
+        rel, tree = _path(path), await self.tree(name)
         try:
             return await asyncio.to_thread(
                 tree.read, partial(_entries, rel=rel, recursive=recursive)
@@ -156,7 +158,7 @@ class Volumes:
 
     async def open_file(self, name: str, path: str) -> tuple[BinaryIO, int]:
         """An open file of HEAD (it stays readable even if a commit prunes its snapshot)."""
-        rel, tree = _path(path), self.tree(name)
+        rel, tree = _path(path), await self.tree(name)
         try:
             return await asyncio.to_thread(tree.read, partial(_open, rel=rel))
         except FileNotFoundError:
@@ -169,17 +171,17 @@ class Volumes:
     # -- writes ---------------------------------------------------------------------------
 
     async def remove(self, name: str, path: str, recursive: bool) -> None:
-        rel, tree = _path(path), self.tree(name)
+        rel, tree = _path(path), await self.tree(name)
         change = partial(_remove, rel=rel, recursive=recursive, shown=path)
         try:
             await asyncio.to_thread(_update, tree, change)
         except FileNotFoundError:
             raise _missing(name, path) from None
 
-    def start_upload(self, name: str, paths: list[str], force: bool) -> str:
+    async def start_upload(self, name: str, paths: list[str], force: bool) -> str:
         """Open an upload batch; refuses at once a batch that would replace files without
         `force` (the commit checks again)."""
-        tree = self.tree(name)
+        tree = await self.tree(name)
         rels = [_upload_path(p) for p in paths]
         tree.read(partial(_check_targets, rels=rels, force=force))
         upload_id = uuid.uuid4().hex
@@ -193,7 +195,7 @@ class Volumes:
         """Stream one file of a batch to disk, chunk by chunk; returns its size. It is written
         as a new file and renamed into place: a staged file may already be linked into a
         snapshot, and those are never written in place."""
-        batch = self._upload_dir(name, upload_id)
+        batch = await self._upload_dir(name, upload_id)
         staged = _within(batch / "files", _upload_path(path), create=True)
         if staged.is_dir():
             raise VolumeError(f"{path!r} is both a file and a folder in this upload")
@@ -210,8 +212,8 @@ class Volumes:
 
     async def finish_upload(self, name: str, upload_id: str, force: bool) -> int:
         """Commit the batch as one snapshot; returns the number of files."""
-        batch = self._upload_dir(name, upload_id)
-        tree = self.tree(name)
+        batch = await self._upload_dir(name, upload_id)
+        tree = await self.tree(name)
         try:
             rels = await asyncio.to_thread(_files_under, batch / "files")
             await asyncio.to_thread(_update, tree, partial(_place, batch / "files", rels, force))
@@ -220,10 +222,10 @@ class Volumes:
         return len(rels)
 
     async def abort_upload(self, name: str, upload_id: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self._upload_dir(name, upload_id), True)
+        await asyncio.to_thread(shutil.rmtree, await self._upload_dir(name, upload_id), True)
 
-    def _upload_dir(self, name: str, upload_id: str) -> Path:
-        folder = self.tree(name).dir / "uploads" / upload_id
+    async def _upload_dir(self, name: str, upload_id: str) -> Path:
+        folder = (await self.tree(name)).dir / "uploads" / upload_id
         if not re.fullmatch(r"[0-9a-f]{32}", upload_id) or not folder.is_dir():
             raise VolumeError(f"no upload batch {upload_id!r} in volume {name!r}; start another")
         return folder

@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
 
-Rows = list[dict[str, Any]]
+T = TypeVar("T")  # what is written: a store record, a row
 
 log = logging.getLogger("ember.server")
 
@@ -22,24 +22,24 @@ MAX_ATTEMPTS = 5
 MAX_ROWS = 100_000
 
 
-class WriteBehind:
+class WriteBehind(Generic[T]):
     def __init__(
         self,
-        write: Callable[[Rows], None],
+        write: Callable[[list[T]], None],
         interval: float,
         what: str = "rows",
         max_rows: int = MAX_ROWS,
     ) -> None:
         self._write, self._interval, self._what, self._max_rows = write, interval, what, max_rows
-        self._rows: deque[dict[str, Any]] = deque()
-        self._retry: Rows = []  # the batch that failed last, written before newer rows
+        self._rows: deque[T] = deque()
+        self._retry: list[T] = []  # the batch that failed last, written before newer rows
         self._attempts = 0
         self._unreported_drops = 0
         self.dropped = 0  # rows lost for good: the buffer overflowed or a batch kept failing
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: T) -> None:
         if len(self._rows) + len(self._retry) >= self._max_rows:
             if self._rows:
                 self._rows.popleft()
@@ -77,7 +77,7 @@ class WriteBehind:
                 if not await self._write_batch(batch):
                     self._retry = batch
 
-    async def _write_batch(self, batch: Rows) -> bool:
+    async def _write_batch(self, batch: list[T]) -> bool:
         """True once written; False if it failed and is worth another attempt."""
         try:
             await asyncio.to_thread(self._write, batch)

@@ -40,9 +40,7 @@ class Harness:
         self.lifecycle.subscribe(self.pools.on_replica_event)
         self.store = SqlStore("sqlite://")
         self.logs = LogSink(self.store)
-        launcher = Launcher(
-            self.settings, self.logs, lambda app: "token", lambda spec: {}, lambda spec: None
-        )
+        launcher = Launcher(self.settings, self.logs, _token, _no_secrets, lambda spec: None)
         self.inventory = Inventory(tuple(gpus), tuple(range(4)))
         self.http = FakeHttp(lambda target, body: Answer(status=200))
         self.templates = Templates(self.backend, launcher)  # type: ignore[arg-type]
@@ -103,6 +101,14 @@ class Harness:
         for replica in self.in_state(pool, ReplicaState.STARTING):
             self.fake(replica).become_ready()
         await settle()
+
+
+async def _token(app: str) -> str:
+    return "token"
+
+
+async def _no_secrets(spec: wire.FunctionSpec) -> dict[str, str]:
+    return {}
 
 
 async def settle(rounds: int = 20) -> None:

@@ -13,14 +13,18 @@ from ember import wire
 from ember.resources import Resources
 from ember.server.deployments import Deployments
 from ember.server.pools import PoolRegistry
+from ember.server.store.async_store import AsyncStore
 from ember.server.store.sql import SqlStore
 from tests.fakes.clock import FakeClock
 
 
-def _server(store: SqlStore, home: Path) -> Deployments:
+async def _no_secret(name: str, values: dict[str, str]) -> None:
+    raise AssertionError("these apps have no inline secrets")
+
+
+def _server(store: AsyncStore, home: Path) -> Deployments:
     pools = PoolRegistry(on_wait=lambda: None, clock=FakeClock())
-    return Deployments(store, home / "apps", pools, lambda name, values: None,
-                       lambda spec: (Resources(), []))  # fmt: skip
+    return Deployments(store, home / "apps", pools, _no_secret, lambda spec: (Resources(), []))
 
 
 def _request(answer: int) -> wire.DeployRequest:
@@ -31,14 +35,14 @@ def _request(answer: int) -> wire.DeployRequest:
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[SqlStore]:
-    opened = SqlStore(database_url)
+def store(database_url: str) -> Iterator[AsyncStore]:
+    opened = AsyncStore(SqlStore(database_url))
     yield opened
     opened.close()
 
 
 async def test_a_deploy_and_a_stop_through_one_server_reach_the_other(
-    store: SqlStore, tmp_path: Path
+    store: AsyncStore, tmp_path: Path
 ) -> None:
     first, second = _server(store, tmp_path / "first"), _server(store, tmp_path / "second")
     built: list[wire.DeployRequest] = []
@@ -46,7 +50,7 @@ async def test_a_deploy_and_a_stop_through_one_server_reach_the_other(
     async def build(request: wire.DeployRequest) -> None:
         built.append(request)
 
-    first.deploy(_request(1))
+    await first.deploy(_request(1))
     [adopted] = await second.follow(build)
     assert adopted.version == 1 and [r.app_name for r in built] == ["app"]
     assert adopted.source_dir is not None
@@ -54,17 +58,17 @@ async def test_a_deploy_and_a_stop_through_one_server_reach_the_other(
     assert await second.follow(build) == []  # nothing new: nothing built again
     assert len(built) == 1
 
-    first.stop("app")
+    await first.stop("app")
     await second.follow(build)
     assert second.find("app") is None
 
 
-async def test_a_deploy_here_while_the_images_build_wins(store: SqlStore, tmp_path: Path) -> None:
+async def test_a_deploy_here_while_the_images_build_wins(store: AsyncStore, tmp_path: Path) -> None:
     first, second = _server(store, tmp_path / "first"), _server(store, tmp_path / "second")
-    first.deploy(_request(1))
+    await first.deploy(_request(1))
 
     async def build(request: wire.DeployRequest) -> None:
-        second.deploy(_request(2))  # through this server, while v1's images build
+        await second.deploy(_request(2))  # through this server, while v1's images build
 
     assert await second.follow(build) == []
     current = second.find("app")

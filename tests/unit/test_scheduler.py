@@ -32,7 +32,7 @@ class FakeSpawns:
         self.started: list[str] = []
         self.finished: set[str] = set()
 
-    def spawn(
+    async def spawn(
         self, app: str, function: str, method: str | None, params: str, payload: bytes
     ) -> str:
         self.started.append(f"fc-{len(self.started) + 1}")
@@ -56,47 +56,47 @@ def scheduler() -> tuple[Scheduler, FakeDeployments, FakeSpawns, FakeLogs]:
     return Scheduler(deployments, spawns, logs), deployments, spawns, logs  # type: ignore[arg-type]
 
 
-def test_a_period_fires_when_due_and_comes_due_again() -> None:
+async def test_a_period_fires_when_due_and_comes_due_again() -> None:
     sched, _, spawns, logs = scheduler()
-    sched.tick(T0)
+    await sched.tick(T0)
     assert sched.next_run_at("nightly", "report") == T0 + 60
-    sched.tick(T0 + 59.9)
+    await sched.tick(T0 + 59.9)
     assert spawns.started == []
-    sched.tick(T0 + 60)
+    await sched.tick(T0 + 60)
     assert spawns.started == ["fc-1"]
     assert logs.lines == ["[ember] scheduled run started: fc-1"]
     assert sched.next_run_at("nightly", "report") == T0 + 120
 
 
-def test_a_run_still_going_is_skipped_and_the_skip_is_logged() -> None:
+async def test_a_run_still_going_is_skipped_and_the_skip_is_logged() -> None:
     sched, _, spawns, logs = scheduler()
-    sched.tick(T0)
-    sched.tick(T0 + 60)
-    sched.tick(T0 + 120)  # fc-1 is still running
+    await sched.tick(T0)
+    await sched.tick(T0 + 60)
+    await sched.tick(T0 + 120)  # fc-1 is still running
     assert spawns.started == ["fc-1"]
     assert logs.lines[-1] == "[ember] scheduled run skipped: the previous run (fc-1) is still going"
     spawns.finished.add("fc-1")
-    sched.tick(T0 + 180)
+    await sched.tick(T0 + 180)
     assert spawns.started == ["fc-1", "fc-2"]
 
 
-def test_a_server_that_was_down_fires_once_not_once_per_missed_period() -> None:
+async def test_a_server_that_was_down_fires_once_not_once_per_missed_period() -> None:
     sched, _, spawns, _ = scheduler()
-    sched.tick(T0)
-    sched.tick(T0 + 3600)
+    await sched.tick(T0)
+    await sched.tick(T0 + 3600)
     assert spawns.started == ["fc-1"]
     assert sched.next_run_at("nightly", "report") == T0 + 3660
 
 
-def test_a_new_version_replaces_the_old_schedule() -> None:
+async def test_a_new_version_replaces_the_old_schedule() -> None:
     sched, deployments, _, _ = scheduler()
-    sched.tick(T0)
+    await sched.tick(T0)
     deployments.deploy(2, wire.ScheduleSpec(kind="period", seconds=10))
-    sched.tick(T0 + 1)
+    await sched.tick(T0 + 1)
     assert sched.next_run_at("nightly", "report") == T0 + 11
 
 
-def test_cron_follows_the_time_zone_and_its_daylight_saving() -> None:
+async def test_cron_follows_the_time_zone_and_its_daylight_saving() -> None:
     daily_nine = wire.ScheduleSpec(kind="cron", cron="0 9 * * *", timezone="Europe/Paris")
     winter = datetime(2024, 1, 15, 10, 0, tzinfo=UTC).timestamp()
     summer = datetime(2024, 7, 15, 10, 0, tzinfo=UTC).timestamp()

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from ember import wire
+from ember.server.store.base import CallRecord, LogFilter
 from ember.server.store.database import StoreUnavailable
-from ember.server.store.sql import LogFilter, SqlStore
+from ember.server.store.sql import SqlStore
 from tests.conftest import free_port
 
 SERVERS = 4  # stores on one database, as separate servers would hold them
@@ -54,6 +55,21 @@ def test_a_secret_written_at_once_is_one_secret_with_the_last_value(
     assert info.name == "s" and info.keys in (["K0"], ["K1"])
     assert stores[0].get_secret("s") in {f"v{i}".encode() for i in range(SERVERS * 2)}
     assert info.updated_at >= info.created_at
+
+
+def test_a_spawned_call_once_finished_stays_as_it_ended(stores: list[SqlStore]) -> None:
+    """A cancel on one server, then the result of the run it stopped arriving late (on another):
+    the call stays cancelled, and is not re-run after a restart."""
+    call = CallRecord(id="fc-1", app="a", function="f", method=None, kind="spawn",
+                      status="pending", created_at=0.0, payload=b"input")  # fmt: skip
+    stores[0].insert_calls([call])
+    stores[0].update_call("fc-1", "running")
+    stores[1].update_call("fc-1", "cancelled", b"cancelled", finished_at=1.0)
+    stores[2].update_call("fc-1", "succeeded", b"output", finished_at=2.0)
+    stored = stores[3].get_call("fc-1")
+    assert stored is not None and (stored.status, stored.result) == ("cancelled", b"cancelled")
+    assert stored.finished and stored.payload == b"input"
+    assert stores[3].unfinished_spawns() == []
 
 
 def test_a_volume_created_at_once_is_created_once(stores: list[SqlStore]) -> None:

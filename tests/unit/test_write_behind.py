@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from ember.server.write_behind import MAX_ATTEMPTS, Rows, WriteBehind
+from ember.server.store.base import Row
+from ember.server.write_behind import MAX_ATTEMPTS, WriteBehind
 
 
 class FlakyStore:
@@ -17,7 +18,7 @@ class FlakyStore:
         self.failures = failures
         self.batches: list[list[int]] = []
 
-    def write(self, rows: Rows) -> None:
+    def write(self, rows: list[Row]) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError("database is locked")

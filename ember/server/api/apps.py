@@ -12,7 +12,7 @@ from ember.server.errors import ApiError
 from ember.server.gateway.app import endpoint_urls
 from ember.server.plane import ControlPlane
 from ember.server.pools import PoolKey
-from ember.server.store.sql import LogFilter
+from ember.server.store.base import AppRecord, LogFilter, Store
 
 router = APIRouter(
     prefix="/api/v1/apps",
@@ -47,26 +47,26 @@ async def deploy(request: Request) -> wire.DeployResponse:
 @router.get("")
 async def list_apps(request: Request) -> list[wire.AppInfo]:
     plane = plane_of(request)
-    return [app_info(plane, record.name) for record in plane.store.list_apps()]
+    return [await _describe(plane, record) for record in await plane.store.run(Store.list_apps)]
 
 
 @router.get("/{name}")
 async def show_app(name: str, request: Request) -> wire.AppInfo:
-    return app_info(plane_of(request), name)
+    return await app_info(plane_of(request), name)
 
 
 @router.post("/{name}/stop")
 async def stop_app(name: str, request: Request) -> wire.AppInfo:
     plane = plane_of(request)
-    plane.deployments.stop(name)
-    revoke_replica_token(request, name)
+    await plane.deployments.stop(name)
+    await revoke_replica_token(request, name)
     plane.autoscaler.trigger()
-    record = plane.store.get_app(name)
+    record = await plane.store.run(Store.get_app, name)
     if record is None:  # an ephemeral app is gone once stopped
         return wire.AppInfo(
             name=name, state="stopped", version=0, ephemeral=True, created_at=0, updated_at=0
         )
-    return app_info(plane, name)
+    return await _describe(plane, record)
 
 
 @router.get("/{name}/logs")
@@ -80,19 +80,26 @@ async def app_logs(
     replica: str | None = Query(None, max_length=64, description="A replica id, or its start"),
 ) -> list[wire.LogLine]:
     plane = plane_of(request)
-    if plane.store.get_app(name) is None:
+    if await plane.store.run(Store.get_app, name) is None:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found")
     await plane.sync_logs(name)
     await plane.logs.flush()
     filters = LogFilter(function=function, since=since, replica=replica)
-    return plane.store.read_logs(name, after=after, limit=min(limit, 10_000), filters=filters)
+    limit = min(limit, 10_000)
+    return await plane.store.run(Store.read_logs, name, after, limit, filters)
 
 
-def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
-    record = plane.store.get_app(name)
+async def app_info(plane: ControlPlane, name: str) -> wire.AppInfo:
+    record = await plane.store.run(Store.get_app, name)
     if record is None:
         raise ApiError(404, "NotFoundError", f"app {name!r} not found; see `ember app list`")
-    request = plane.store.app_version(name, record.version)
+    return await _describe(plane, record)
+
+
+async def _describe(plane: ControlPlane, record: AppRecord) -> wire.AppInfo:
+    """The app as stored, with what its current version's functions are doing here."""
+    name = record.name
+    request = await plane.store.run(Store.app_version, name, record.version)
     pools = plane.pools.for_app(name)
     deployment = plane.deployments.find(name)
     functions = []

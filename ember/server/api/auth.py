@@ -20,7 +20,8 @@ from ember import wire
 from ember.names import shown
 from ember.server.errors import ApiError
 from ember.server.plane import ControlPlane
-from ember.server.store.sql import SqlStore, TokenRecord, hash_token
+from ember.server.store.async_store import AsyncStore
+from ember.server.store.base import Store, TokenRecord, hash_token
 
 log = logging.getLogger("ember.server")
 API_TOKEN_KINDS = ("admin", "replica")
@@ -31,10 +32,10 @@ REPLICA_REACH = "a replica's token reaches only its own app's functions and call
 class TokenCache:
     """Verified tokens by hash, so the hot call path skips the store; cleared on revoke here.
 
-    A token seen before is answered from memory. Once its entry is older than `ttl`, the store is
-    asked again off the event loop while the cached answer still serves: a revocation on another
-    server sharing the database is refused here within about `ttl` seconds, and while the
-    database is unreachable the tokens already seen keep working."""
+    A token seen before is answered from memory, without a wait. Once its entry is older than
+    `ttl`, the store is asked again in the background while the cached answer still serves: a
+    revocation on another server sharing the database is refused here within about `ttl`
+    seconds, and while the database is unreachable the tokens already seen keep working."""
 
     def __init__(
         self, ttl: float = TOKEN_CACHE_TTL, clock: Callable[[], float] = time.monotonic
@@ -43,11 +44,11 @@ class TokenCache:
         self._valid: dict[str, tuple[TokenRecord, float]] = {}  # hash -> (record, checked at)
         self._rechecks: dict[str, asyncio.Task[None]] = {}  # hash -> the store being asked
 
-    def verify(self, plane: ControlPlane, token: str) -> TokenRecord | None:
+    async def verify(self, plane: ControlPlane, token: str) -> TokenRecord | None:
         key = hash_token(token)
         cached = self._valid.get(key)
         if cached is None:  # first sight: the store answers now
-            record = plane.store.verify_token(token)
+            record = await plane.store.run(Store.verify_token, token)
             if record is not None:
                 self._valid[key] = (record, self._clock())
             return record
@@ -57,9 +58,9 @@ class TokenCache:
             self._rechecks[key] = asyncio.get_running_loop().create_task(recheck)
         return record
 
-    async def _recheck(self, store: SqlStore, key: str, token: str) -> None:
+    async def _recheck(self, store: AsyncStore, key: str, token: str) -> None:
         try:
-            record = await asyncio.to_thread(store.verify_token, token)
+            record = await store.run(Store.verify_token, token)
         except Exception as exc:  # noqa: BLE001 - the database is down: keep serving from memory
             log.warning("could not recheck a token (the cached answer stands): %s", exc)
         else:
@@ -92,7 +93,7 @@ def bearer_token(request: Request) -> str | None:
 
 async def require_token(request: Request) -> TokenRecord:
     """FastAPI dependency: 401 unless the request carries a live API token (admin or replica)."""
-    return verify(request, bearer_token(request))
+    return await verify(request, bearer_token(request))
 
 
 async def require_admin(request: Request) -> TokenRecord:
@@ -100,7 +101,7 @@ async def require_admin(request: Request) -> TokenRecord:
     return admin_only(request, await require_token(request))
 
 
-def verify(request: Request, token: str | None) -> TokenRecord:
+async def verify(request: Request, token: str | None) -> TokenRecord:
     """The live API token's record; 401 for none, an unknown, revoked or endpoint one."""
     if token is None:
         raise ApiError(
@@ -109,7 +110,7 @@ def verify(request: Request, token: str | None) -> TokenRecord:
             "missing token: send `Authorization: Bearer <token>` "
             "(see `ember token new`, or EMBER_TOKEN)",
         )
-    record = token_cache(request).verify(plane_of(request), token)
+    record = await token_cache(request).verify(plane_of(request), token)
     if record is None or record.kind not in API_TOKEN_KINDS:
         raise ApiError(401, "AuthError", "invalid or revoked token")
     return record
@@ -159,20 +160,21 @@ def mounted_volumes(plane: ControlPlane, app: str | None) -> set[str]:
     return {name for spec in deployment.request.functions for name in spec.volumes.values()}
 
 
-def revoke(request: Request, kind: str, token_id: str, noun: str) -> wire.TokenInfo:
+async def revoke(request: Request, kind: str, token_id: str, noun: str) -> wire.TokenInfo:
     """Revoke the `kind` token `token_id` at once; 404 if there is no such token of that kind."""
     plane = plane_of(request)
-    token = next((t for t in plane.store.list_tokens([kind]) if t.id == token_id), None)
+    tokens = await plane.store.run(Store.list_tokens, [kind])
+    token = next((t for t in tokens if t.id == token_id), None)
     if token is None:
         raise ApiError(
             404, "NotFoundError", f"no {noun} {shown(token_id)}; see `ember {noun} list`"
         )
-    plane.store.revoke_token(token_id)
+    await plane.store.run(Store.revoke_token, token_id)
     token_cache(request).clear()
     return token.model_copy(update={"revoked": True})
 
 
-def revoke_replica_token(request: Request, app: str) -> None:
+async def revoke_replica_token(request: Request, app: str) -> None:
     """`app` stopped: its replicas' token stops working at once."""
-    plane_of(request).replica_tokens.revoke(app)
+    await plane_of(request).replica_tokens.revoke(app)
     token_cache(request).clear()

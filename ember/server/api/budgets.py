@@ -21,21 +21,21 @@ async def list_budgets(request: Request) -> list[wire.BudgetInfo]:
 
 @router.put("/budgets/server")
 async def set_server_budget(body: wire.BudgetSet, request: Request) -> wire.BudgetInfo:
-    return plane_of(request).budgets.set(SERVER, body.monthly_usd)
+    return await plane_of(request).budgets.set(SERVER, body.monthly_usd)
 
 
 @router.delete("/budgets/server")
 async def remove_server_budget(request: Request) -> dict[str, str]:
-    plane_of(request).budgets.remove(SERVER)
+    await plane_of(request).budgets.remove(SERVER)
     return {"removed": SERVER}
 
 
 @router.put("/apps/{name}/budget")
 async def set_app_budget(name: str, body: wire.BudgetSet, request: Request) -> wire.BudgetInfo:
-    return plane_of(request).budgets.set(name, body.monthly_usd)
+    return await plane_of(request).budgets.set(name, body.monthly_usd)
 
 
 @router.delete("/apps/{name}/budget")
 async def remove_app_budget(name: str, request: Request) -> dict[str, str]:
-    plane_of(request).budgets.remove(name)
+    await plane_of(request).budgets.remove(name)
     return {"removed": name}

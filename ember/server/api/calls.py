@@ -14,7 +14,7 @@ from ember.names import shown
 from ember.server.api.auth import plane_of, require_app, require_token, sees_call
 from ember.server.api.responses import errors
 from ember.server.errors import ApiError
-from ember.server.store.sql import TokenRecord
+from ember.server.store.base import CallRecord, Store, TokenRecord
 
 router = APIRouter(prefix="/api/v1", responses=errors(400, 401, 404))
 
@@ -51,7 +51,7 @@ async def run_inputs(request: Request) -> Response:
         raise ApiError(404, "NotFoundError", f"unknown action {kind!r}")
     with plane.metrics.timed(app, function, kind) as timed:
         if kind == "spawn":
-            call_id = plane.spawn(principal, app, function, method, params, inputs[0])
+            call_id = await plane.spawn(principal, app, function, method, params, inputs[0])
             return Response(
                 wire.SpawnResponse(call_id=call_id).model_dump_json(),
                 media_type="application/json",
@@ -87,12 +87,12 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _call(request: Request, call_id: str, record: TokenRecord) -> dict[str, Any]:
-    """The call's row, if it exists and `record` may see it (a replica: its own app's)."""
-    row = plane_of(request).store.get_call(call_id)
-    if row is None or not sees_call(record, row["app"]):
+async def _call(request: Request, call_id: str, record: TokenRecord) -> CallRecord:
+    """The call, if it exists and `record` may see it (a replica: its own app's)."""
+    call = await plane_of(request).store.run(Store.get_call, call_id)
+    if call is None or not sees_call(record, call.app):
         raise ApiError(404, "NotFoundError", f"no call {shown(call_id)}")
-    return row
+    return call
 
 
 CALL_ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -112,15 +112,15 @@ async def get_call(
     record: TokenRecord = Depends(require_token),
 ) -> Response:
     plane = plane_of(request)
-    _call(request, call_id, record)
-    row = await plane.spawns.wait(call_id, min(max(timeout, 0.0), MAX_GET_WAIT))
-    if row is None or row["result"] is None:
+    await _call(request, call_id, record)
+    call = await plane.spawns.wait(call_id, min(max(timeout, 0.0), MAX_GET_WAIT))
+    if call is None or call.result is None:
         return Response(
             wire.CallStatus(call_id=call_id, status="running").model_dump_json(),
             status_code=202,
             media_type="application/json",
         )
-    return _frames_response([row["result"]])
+    return _frames_response([call.result])
 
 
 @router.post("/calls/{call_id}/cancel")
@@ -128,8 +128,8 @@ async def cancel_call(
     call_id: str, request: Request, record: TokenRecord = Depends(require_token)
 ) -> wire.CallStatus:
     plane = plane_of(request)
-    row = _call(request, call_id, record)
-    if row["status"] in ("pending", "running"):
-        plane.spawns.cancel(call_id)
+    call = await _call(request, call_id, record)
+    if not call.finished:
+        await plane.spawns.cancel(call_id)
         return wire.CallStatus(call_id=call_id, status="cancelled")
-    return wire.CallStatus(call_id=call_id, status=row["status"])
+    return wire.CallStatus(call_id=call_id, status=call.status)

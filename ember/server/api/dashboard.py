@@ -21,7 +21,7 @@ from ember.server.api.auth import bearer_token, plane_of, token_cache
 from ember.server.api.responses import errors
 from ember.server.dashboard.overview import overview
 from ember.server.errors import ApiError
-from ember.server.store.sql import TokenRecord
+from ember.server.store.base import TokenRecord
 
 ASSETS = Path(__file__).resolve().parent.parent / "dashboard"
 STATIC = {
@@ -76,9 +76,9 @@ class Sessions:
 SESSIONS = Sessions()
 
 
-def _admin(request: Request, token: str | None) -> TokenRecord:
+async def _admin(request: Request, token: str | None) -> TokenRecord:
     """The admin token's record; 401 for anything else (endpoint keys, replica tokens)."""
-    record = token_cache(request).verify(plane_of(request), token) if token else None
+    record = await token_cache(request).verify(plane_of(request), token) if token else None
     if record is None or record.kind != "admin":
         raise ApiError(
             401, "AuthError", "the dashboard needs an admin token (`ember token new`); log in"
@@ -101,7 +101,7 @@ async def static(name: str) -> Response:
 
 @router.post("/login")
 async def login(body: Login, request: Request) -> Response:
-    _admin(request, body.token)
+    await _admin(request, body.token)
     response = JSONResponse({"ok": True}, headers=HEADERS)
     response.set_cookie(
         COOKIE, SESSIONS.open(body.token), max_age=SESSION_SECONDS, path="/dashboard",
@@ -121,5 +121,5 @@ async def logout(request: Request) -> Response:
 @router.get("/api/overview")
 async def overview_document(request: Request) -> Response:
     token = SESSIONS.token(request.cookies.get(COOKIE)) or bearer_token(request)
-    _admin(request, token)
-    return JSONResponse(overview(plane_of(request)), headers=HEADERS)
+    await _admin(request, token)
+    return JSONResponse(await overview(plane_of(request)), headers=HEADERS)

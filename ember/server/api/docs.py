@@ -27,12 +27,12 @@ def add_docs(app: FastAPI) -> None:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        _admin_token(request)
+        await _admin_token(request)
         return JSONResponse(_schema(app))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
-        token = _admin_token(request)
+        token = await _admin_token(request)
         page = get_swagger_ui_html(
             openapi_url=f"/openapi.json?{TOKEN_QUERY}={quote(token, safe='')}",
             title=f"{app.title} API",
@@ -42,9 +42,9 @@ def add_docs(app: FastAPI) -> None:
         return page
 
 
-def _admin_token(request: Request) -> str:
+async def _admin_token(request: Request) -> str:
     token = bearer_token(request) or request.query_params.get(TOKEN_QUERY)
-    admin_only(request, verify(request, token))
+    admin_only(request, await verify(request, token))
     assert token is not None  # verify refused a missing one
     return token
 

@@ -10,6 +10,7 @@ from ember.names import shown
 from ember.server.api.auth import plane_of, require_admin, revoke
 from ember.server.api.responses import checked_name, errors
 from ember.server.errors import ApiError
+from ember.server.store.base import Store
 
 router = APIRouter(
     prefix="/api/v1/keys",
@@ -27,17 +28,17 @@ class NewKey(BaseModel):
 async def create_key(body: NewKey, request: Request) -> wire.TokenCreated:
     plane = plane_of(request)
     name = checked_name("key", body.name)
-    if plane.store.get_app(body.app) is None:
+    if await plane.store.run(Store.get_app, body.app) is None:
         raise ApiError(404, "NotFoundError", f"app {shown(body.app)} not found; deploy it first")
-    return plane.store.create_token(name, kind="endpoint", app=body.app)
+    return await plane.store.run(Store.create_token, name, kind="endpoint", app=body.app)
 
 
 @router.get("")
 async def list_keys(request: Request, app: str | None = None) -> list[wire.TokenInfo]:
-    keys = plane_of(request).store.list_tokens(kinds=["endpoint"])
+    keys = await plane_of(request).store.run(Store.list_tokens, ["endpoint"])
     return [k for k in keys if app is None or k.app == app]
 
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request) -> wire.TokenInfo:
-    return revoke(request, "endpoint", key_id, "key")
+    return await revoke(request, "endpoint", key_id, "key")

@@ -21,5 +21,5 @@ TEXT: dict[int | str, dict[str, Any]] = {
 async def metrics(request: Request) -> Response:
     plane = plane_of(request)
     if not plane.settings.metrics_public:
-        admin_only(request, verify(request, bearer_token(request)))
+        admin_only(request, await verify(request, bearer_token(request)))
     return Response(plane.metrics.text(), media_type=CONTENT_TYPE_LATEST)

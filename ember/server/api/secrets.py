@@ -8,6 +8,7 @@ from ember import wire
 from ember.server.api.auth import plane_of, require_admin
 from ember.server.api.responses import checked_name, errors
 from ember.server.errors import ApiError
+from ember.server.store.base import Store
 from ember.spec_checks import SpecError, check_secret
 
 router = APIRouter(
@@ -32,21 +33,22 @@ async def create_secret(request: Request) -> wire.SecretInfo:
     except SpecError as exc:
         raise ApiError(400, "InvalidError", str(exc)) from None
     plane = plane_of(request)
-    if plane.store.get_secret(body.name) is not None and not body.overwrite:
+    if await plane.store.run(Store.get_secret, body.name) is not None and not body.overwrite:
         raise ApiError(
             409, "InvalidError", f"secret {body.name!r} exists; pass --force to replace it"
         )
-    plane.put_secret(body.name, body.values)
-    return next(s for s in plane.store.list_secrets() if s.name == body.name)
+    await plane.put_secret(body.name, body.values)
+    secrets = await plane.store.run(Store.list_secrets)
+    return next(s for s in secrets if s.name == body.name)
 
 
 @router.get("")
 async def list_secrets(request: Request) -> list[wire.SecretInfo]:
-    return plane_of(request).store.list_secrets()
+    return await plane_of(request).store.run(Store.list_secrets)
 
 
 @router.delete("/{name}")
 async def delete_secret(name: str, request: Request) -> dict[str, str]:
-    if not plane_of(request).store.delete_secret(checked_name("secret", name)):
+    if not await plane_of(request).store.run(Store.delete_secret, checked_name("secret", name)):
         raise ApiError(404, "NotFoundError", f"no secret {name!r}; see `ember secret list`")
     return {"deleted": name}

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from ember import wire
 from ember.server.api.auth import plane_of, require_admin, revoke
 from ember.server.api.responses import checked_name, errors
+from ember.server.store.base import Store
 
 router = APIRouter(
     prefix="/api/v1/tokens",
@@ -22,14 +23,15 @@ class NewToken(BaseModel):
 
 @router.post("")
 async def create_token(body: NewToken, request: Request) -> wire.TokenCreated:
-    return plane_of(request).store.create_token(checked_name("token", body.name), kind="admin")
+    name = checked_name("token", body.name)
+    return await plane_of(request).store.run(Store.create_token, name, kind="admin")
 
 
 @router.get("")
 async def list_tokens(request: Request) -> list[wire.TokenInfo]:
-    return plane_of(request).store.list_tokens(kinds=["admin"])
+    return await plane_of(request).store.run(Store.list_tokens, ["admin"])
 
 
 @router.delete("/{token_id}")
 async def revoke_token(token_id: str, request: Request) -> wire.TokenInfo:
-    return revoke(request, "admin", token_id, "token")
+    return await revoke(request, "admin", token_id, "token")

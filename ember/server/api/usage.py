@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Query, Request
 
 from ember import wire
@@ -11,6 +9,7 @@ from ember.server.api.auth import plane_of, require_admin
 from ember.server.api.responses import errors
 from ember.server.metering.usage import report
 from ember.server.metering.windows import day_name, month_start
+from ember.server.store.base import Store
 
 SINCE = "Unix time; default: the start of this UTC month"
 router = APIRouter(
@@ -29,6 +28,6 @@ async def usage(
     await meter.checkpoint()  # what is open is counted up to now
     now = meter.now()
     start = month_start(now) if since is None else since
-    segments = await asyncio.to_thread(plane.store.segments, start)
-    inputs = await asyncio.to_thread(plane.store.input_usage, day_name(start))
+    segments = await plane.store.run(Store.segments, start)
+    inputs = await plane.store.run(Store.input_usage, day_name(start))
     return report(segments, inputs, start, now, by, meter.prices.as_dict())

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from ember import wire
 from ember.server.api.auth import plane_of, require_admin, require_token, require_volume
 from ember.server.api.responses import errors
-from ember.server.store.sql import TokenRecord
+from ember.server.store.base import TokenRecord
 from ember.server.volumes import CHUNK, Volumes
 
 router = APIRouter(prefix="/api/v1/volumes", responses=errors(400, 401, 403, 404, 409))
@@ -36,17 +36,17 @@ async def create_volume(
 ) -> wire.VolumeInfo:
     plane = plane_of(request)
     require_volume(plane, record, body.name)
-    return plane.volumes.create(body.name, exist_ok=body.exist_ok)
+    return await plane.volumes.create(body.name, exist_ok=body.exist_ok)
 
 
 @router.get("", dependencies=[Depends(require_admin)])
 async def list_volumes(request: Request) -> list[wire.VolumeInfo]:
-    return plane_of(request).volumes.all()
+    return await plane_of(request).volumes.all()
 
 
 @router.get("/{name}")
 async def show_volume(name: str, volumes: Volumes = Depends(volumes_of)) -> wire.VolumeInfo:
-    return volumes.info(name)
+    return await volumes.info(name)
 
 
 @router.delete("/{name}", dependencies=[Depends(require_admin)])
@@ -97,7 +97,7 @@ async def remove_file(
 async def start_upload(
     name: str, body: wire.UploadStart, volumes: Volumes = Depends(volumes_of)
 ) -> wire.UploadStarted:
-    upload_id = volumes.start_upload(name, body.paths, body.force)
+    upload_id = await volumes.start_upload(name, body.paths, body.force)
     return wire.UploadStarted(upload_id=upload_id)
 
 

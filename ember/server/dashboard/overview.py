@@ -8,6 +8,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from ember.server.history import Sample, Tally, delta, quantile
+from ember.server.store.base import AppRecord, Store
 
 if TYPE_CHECKING:
     from ember.server.plane import ControlPlane
@@ -16,13 +17,15 @@ WINDOW = 60.0  # seconds: the per-function figures are over the last minute
 LOG_LINES = 100
 
 
-def overview(plane: ControlPlane) -> dict[str, Any]:
+async def overview(plane: ControlPlane) -> dict[str, Any]:
     history = plane.observability.history
     samples = list(history.samples)
     today, month = plane.meter.costs()
+    records = await plane.store.run(Store.list_apps)
+    lines = await plane.store.run(Store.recent_logs, LOG_LINES)
     return {
         "now": plane.meter.now(),
-        "apps": _apps(plane, samples),
+        "apps": _apps(plane, records, samples),
         "series": _series(samples),
         "cold_starts": _cold_starts(plane),
         "costs": {
@@ -34,15 +37,17 @@ def overview(plane: ControlPlane) -> dict[str, Any]:
             {"at": at, "app": app, "function": function, "kind": kind, "status": status}
             for at, app, function, kind, status in reversed(plane.metrics.errors)
         ],
-        "logs": [line.model_dump() for line in plane.store.recent_logs(LOG_LINES)],
+        "logs": [line.model_dump() for line in lines],
     }
 
 
-def _apps(plane: ControlPlane, samples: list[Sample]) -> list[dict[str, Any]]:
+def _apps(
+    plane: ControlPlane, records: list[AppRecord], samples: list[Sample]
+) -> list[dict[str, Any]]:
     recent = _window(samples)
     now = plane.lifecycle.clock()
     apps = []
-    for record in plane.store.list_apps():
+    for record in records:
         deployment = plane.deployments.find(record.name)
         names = [f.name for f in deployment.request.functions] if deployment else []
         functions = []

@@ -138,7 +138,7 @@ class Gateway:
         reply = Reply(send)
         try:
             web = self._web_endpoint(endpoint)
-            principal = self._authenticate(scope, endpoint, web)
+            principal = await self._authenticate(scope, endpoint, web)
             body = b"" if websocket else await self._body(scope, receive)
             pool = self.plane.resolve(endpoint.app, endpoint.function, "")
             self.plane.admit(principal, pool)
@@ -174,13 +174,13 @@ class Gateway:
             raise NoEndpoint(f"no web endpoint at /{endpoint.app}/{endpoint.function}/")
         return spec.web
 
-    def _authenticate(
+    async def _authenticate(
         self, scope: Scope, endpoint: Endpoint, web: wire.WebEndpointSpec
     ) -> Principal:
         if not web.requires_proxy_auth:
             return ANONYMOUS
         verify = lambda secret: self.tokens.verify(self.plane, secret)  # noqa: E731
-        return authenticate(scope["headers"], endpoint.app, verify)
+        return await authenticate(scope["headers"], endpoint.app, verify)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         settings = self.settings

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from ember.server.store.sql import TokenRecord
+from ember.server.store.base import TokenRecord
 
 Headers = list[tuple[bytes, bytes]]
-Verify = Callable[[str], TokenRecord | None]
+Verify = Callable[[str], Awaitable[TokenRecord | None]]
 
 
 class Unauthorized(Exception):
@@ -34,7 +34,7 @@ def credentials(headers: Headers) -> tuple[str | None, str] | None:
     return None
 
 
-def authenticate(headers: Headers, app: str, verify: Verify) -> TokenRecord:
+async def authenticate(headers: Headers, app: str, verify: Verify) -> TokenRecord:
     """The key's record if it is live and may call `app` (an admin token may call any app)."""
     found = credentials(headers)
     if found is None:
@@ -43,7 +43,7 @@ def authenticate(headers: Headers, app: str, verify: Verify) -> TokenRecord:
             f"`ember key create --app {app}`)"
         )
     key_id, secret = found
-    record = verify(secret)
+    record = await verify(secret)
     if record is None or (key_id is not None and key_id != record.id):
         raise Unauthorized("invalid or revoked key")
     if record.kind == "endpoint" and record.app != app:

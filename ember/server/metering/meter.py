@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from ember.resources import Resources
 from ember.server.metering.prices import MIN_CPU, MIN_MEMORY_MIB, PriceTable
 from ember.server.metering.windows import CostWindows, clipped, day_name
 from ember.server.replicas.state import ReplicaEvent, ReplicaRecord, ReplicaState
-from ember.server.store.sql import SqlStore
+from ember.server.store.base import Store
 
 log = logging.getLogger("ember.meter")
 S = ReplicaState
@@ -85,7 +85,7 @@ class Totals:
 class Meter:
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         prices: PriceTable,
         gpu_types: Mapping[int, str],
         resources_of: Callable[[tuple[str, int, str, str]], Resources | None],
@@ -230,12 +230,12 @@ class Meter:
         for i, value in enumerate(acc):
             mine[i] += value
 
-    async def run(self, interval: float, then: Callable[[], None]) -> None:
+    async def run(self, interval: float, then: Callable[[], Awaitable[None]]) -> None:
         """A checkpoint every `interval` seconds, each followed by `then` (the budgets)."""
         while True:
             await asyncio.sleep(interval)
             await self.checkpoint()
-            then()
+            await then()
 
     async def close(self) -> None:
         """At shutdown (every replica stopped by now): end what is open, write everything."""

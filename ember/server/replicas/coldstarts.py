@@ -16,15 +16,15 @@ from collections.abc import Callable
 
 from ember import wire
 from ember.server.replicas.state import Lifecycle, ReplicaEvent, ReplicaRecord, ReplicaState
-from ember.server.store.sql import SqlStore
+from ember.server.store.base import Row, Store
 from ember.server.write_behind import WriteBehind
 
 log = logging.getLogger("ember.replicas")
 S = ReplicaState
 
 
-class ColdStarts(WriteBehind):
-    def __init__(self, store: SqlStore, lifecycle: Lifecycle) -> None:
+class ColdStarts(WriteBehind[Row]):
+    def __init__(self, store: Store, lifecycle: Lifecycle) -> None:
         super().__init__(store.insert_cold_starts, 1.0, "cold starts")
         self._clock: Callable[[], float] = lifecycle.clock
         self._unanswered: dict[str, tuple[wire.ColdStart, float]] = {}  # replica -> (record, at)

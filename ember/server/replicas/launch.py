@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ember import wire
 from ember.backends.base import ReplicaLaunch
@@ -18,8 +18,8 @@ class Launcher:
         self,
         settings: ServerSettings,
         logs: LogSink,
-        replica_token: Callable[[str], str],
-        secret_env: Callable[[wire.FunctionSpec], dict[str, str]],
+        replica_token: Callable[[str], Awaitable[str]],
+        secret_env: Callable[[wire.FunctionSpec], Awaitable[dict[str, str]]],
         image: Callable[[wire.FunctionSpec], BuiltImage | None],
     ) -> None:
         self._settings, self._logs = settings, logs
@@ -43,26 +43,26 @@ class Launcher:
             volume_storage=settings.volume_storage,
         )
 
-    def launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaLaunch:
+    async def launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaLaunch:
         """Everything the backend needs; raises if a secret it names was deleted meanwhile."""
-        return self._launch(pool, replica.id, list(replica.gpus), replica.cpus)
+        return await self._launch(pool, replica.id, list(replica.gpus), replica.cpus)
 
-    def template_launch(self, pool: Pool, template_id: str) -> ReplicaLaunch:
+    async def template_launch(self, pool: Pool, template_id: str) -> ReplicaLaunch:
         """A template's: no GPU, and torch told to ask NVML, not CUDA, whether GPUs exist (a
         process that initialised CUDA cannot fork replicas that use it)."""
-        launch = self._launch(pool, template_id, [], ())
+        launch = await self._launch(pool, template_id, [], ())
         launch.env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
         return launch
 
-    def _launch(
+    async def _launch(
         self, pool: Pool, replica_id: str, gpus: list[int], cpus: tuple[int, ...]
     ) -> ReplicaLaunch:
         key = pool.key
-        secrets = self._secret_env(pool.spec)
+        secrets = await self._secret_env(pool.spec)
         self._logs.redact(key.app, secrets.values())
         image = self._image(pool.spec)
         assignment = wire.ReplicaAssignment(
-            replica_id=replica_id, token=self._replica_token(key.app), gpus=gpus
+            replica_id=replica_id, token=await self._replica_token(key.app), gpus=gpus
         )
         return ReplicaLaunch(
             spec=self.spec(pool),

@@ -137,7 +137,7 @@ class Supervisor:
     async def _launch(self, pool: Pool, replica: ReplicaRecord) -> ReplicaHandle:
         """Fork the replica from the pool's template if it has one (else, or if that fails,
         start it fresh), timing how long that took."""
-        launch = self._launcher.launch(pool, replica)
+        launch = await self._launcher.launch(pool, replica)
         template = await self._templates.get(pool)
         start = self._lifecycle.clock()
         if template is not None:

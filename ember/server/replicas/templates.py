@@ -67,7 +67,7 @@ class Templates:
     async def _build(self, pool: Pool, record: PoolTemplate) -> Template | None:
         """Start the template and wait for its snap hooks; the record (which a retire may have
         dropped meanwhile) gets the outcome."""
-        launch = self._launcher.template_launch(pool, f"t-{uuid.uuid4().hex[:10]}")
+        launch = await self._launcher.template_launch(pool, f"t-{uuid.uuid4().hex[:10]}")
         try:
             template = await self._backend.start_template(launch)
             status = await template.wait_ready()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ember.server.budgets import Budgets
 from ember.server.pools import Pool
-from ember.server.store.sql import TokenRecord
+from ember.server.store.base import TokenRecord
 
 Principal = TokenRecord  # who is calling: an admin or replica token, or an endpoint key
 ANONYMOUS = TokenRecord(id="", name="anonymous", kind="anonymous", app=None)  # public endpoints

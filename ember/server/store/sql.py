@@ -8,43 +8,30 @@ a read and then a write.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from ember import wire
 from ember.server.store import tables as t
+from ember.server.store.base import (
+    UNFINISHED,
+    AppRecord,
+    CallRecord,
+    CallState,
+    LogFilter,
+    Row,
+    TokenRecord,
+    hash_token,
+)
 from ember.server.store.database import open_engine
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    id: str
-    name: str
-    kind: str
-    app: str | None
-
-
-@dataclass(frozen=True)
-class AppRecord:
-    name: str
-    state: str
-    version: int
-    ephemeral: bool
-    created_at: float
-    updated_at: float
 
 
 class BlobBox(Protocol):
@@ -55,28 +42,27 @@ class BlobBox(Protocol):
     def open_bytes(self, data: bytes) -> bytes: ...
 
 
-CALL_BLOBS = ("payload", "result")
+CALL_COLUMNS = [t.calls.c[field.name] for field in dataclasses.fields(CallRecord)]
 INPUT_TOTALS = ("inputs", "seconds", "gpu_seconds", "gpu_cost")
 
 
-@dataclass(frozen=True)
-class LogFilter:
-    """Which of an app's log lines to read: of one function, since a time, of one replica (an
-    id or its first characters)."""
+def _log_clauses(filters: LogFilter) -> list[Any]:
+    clauses: list[Any] = []
+    if filters.function is not None:
+        clauses.append(t.logs.c.function == filters.function)
+    if filters.since is not None:
+        clauses.append(t.logs.c.ts >= filters.since)
+    if filters.replica is not None:
+        clauses.append(t.logs.c.replica.startswith(filters.replica, autoescape=True))
+    return clauses
 
-    function: str | None = None
-    since: float | None = None
-    replica: str | None = None
 
-    def clauses(self) -> list[Any]:
-        clauses: list[Any] = []
-        if self.function is not None:
-            clauses.append(t.logs.c.function == self.function)
-        if self.since is not None:
-            clauses.append(t.logs.c.ts >= self.since)
-        if self.replica is not None:
-            clauses.append(t.logs.c.replica.startswith(self.replica, autoescape=True))
-        return clauses
+def _through(call: CallRecord, box: Callable[[bytes], bytes]) -> CallRecord:
+    """`call` with its blobs (input, output) sealed or opened by `box`."""
+    payload, result = call.payload, call.result
+    return dataclasses.replace(
+        call, payload=box(payload) if payload else payload, result=box(result) if result else result
+    )
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -99,7 +85,7 @@ def _upsert(conn: Connection, table: sa.Table, keys: list[str], row: dict[str, A
 
 
 class SqlStore:
-    """All persistent state. Methods are short transactions; none holds a lock across awaits."""
+    """The Store on SQLAlchemy: its methods block, each one short transaction."""
 
     def __init__(self, url: str, blobs: BlobBox | None = None) -> None:
         self._blobs = blobs  # without one (tokens-only users of the store), blobs stay as given
@@ -234,52 +220,51 @@ class SqlStore:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def insert_calls(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
+    def insert_calls(self, calls: list[CallRecord]) -> None:
+        if calls:
+            rows = [dataclasses.asdict(self._sealed(call)) for call in calls]
             with self.engine.begin() as conn:
-                conn.execute(t.calls.insert(), [self._sealed(row) for row in rows])
+                conn.execute(t.calls.insert(), rows)
 
-    def update_call(self, call_id: str, **values: Any) -> None:
+    def update_call(
+        self,
+        call_id: str,
+        status: CallState,
+        result: bytes | None = None,
+        finished_at: float | None = None,
+    ) -> None:
+        values: Row = {"status": status}
+        if result is not None:
+            values["result"] = self._blobs.seal_bytes(result) if self._blobs else result
+        if finished_at is not None:
+            values["finished_at"] = finished_at
+        unfinished = t.calls.c.status.in_(UNFINISHED)
         with self.engine.begin() as conn:
             conn.execute(
-                t.calls.update().where(t.calls.c.id == call_id).values(**self._sealed(values))
+                t.calls.update().where(t.calls.c.id == call_id, unfinished).values(**values)
             )
 
-    def get_call(self, call_id: str) -> dict[str, Any] | None:
+    def get_call(self, call_id: str) -> CallRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).mappings().first()
+            query = sa.select(*CALL_COLUMNS).where(t.calls.c.id == call_id)
+            row = conn.execute(query).mappings().first()
         return self._opened(row) if row else None
 
-    def _sealed(self, values: dict[str, Any]) -> dict[str, Any]:
-        if self._blobs is None:
-            return values
-        box = self._blobs
-        return {k: box.seal_bytes(v) if k in CALL_BLOBS and v else v for k, v in values.items()}
-
-    def _opened(self, row: Any) -> dict[str, Any]:
-        values = dict(row)
-        if self._blobs is None:
-            return values
-        box = self._blobs
-        return {k: box.open_bytes(v) if k in CALL_BLOBS and v else v for k, v in values.items()}
-
-    def unfinished_spawns(self) -> list[dict[str, Any]]:
+    def unfinished_spawns(self) -> list[CallRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.calls).where(
-                    t.calls.c.kind == "spawn", t.calls.c.status.in_(["pending", "running"])
+                sa.select(*CALL_COLUMNS).where(
+                    t.calls.c.kind == "spawn", t.calls.c.status.in_(UNFINISHED)
                 )
-            )
-        return [self._opened(r) for r in rows.mappings()]
+            ).mappings()
+            return [self._opened(row) for row in rows]
 
-    def call_counts(self, app: str) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.calls.c.status, sa.func.sum(t.calls.c.inputs))
-                .where(t.calls.c.app == app)
-                .group_by(t.calls.c.status)
-            ).all()
-        return {status: int(total or 0) for status, total in rows}
+    def _sealed(self, call: CallRecord) -> CallRecord:
+        return _through(call, self._blobs.seal_bytes) if self._blobs else call
+
+    def _opened(self, row: RowMapping) -> CallRecord:
+        call = CallRecord(**row)
+        return _through(call, self._blobs.open_bytes) if self._blobs else call
 
     # -- secrets --------------------------------------------------------------------------
 
@@ -361,12 +346,12 @@ class SqlStore:
 
     # -- logs -----------------------------------------------------------------------------
 
-    def insert_cold_starts(self, rows: list[dict[str, Any]]) -> None:
+    def insert_cold_starts(self, rows: list[Row]) -> None:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(t.cold_starts.insert(), rows)
 
-    def append_logs(self, rows: list[dict[str, Any]]) -> None:
+    def append_logs(self, rows: list[Row]) -> None:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(t.logs.insert(), rows)
@@ -376,7 +361,7 @@ class SqlStore:
     ) -> list[wire.LogLine]:
         query = sa.select(t.logs).where(t.logs.c.app == app, t.logs.c.id > after)
         if filters is not None:
-            query = query.where(*filters.clauses())
+            query = query.where(*_log_clauses(filters))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(t.logs.c.id).limit(limit)).mappings().all()
         return [wire.LogLine(**r) for r in rows]
@@ -420,7 +405,7 @@ class SqlStore:
 
     # -- metering -------------------------------------------------------------------------
 
-    def save_segments(self, rows: list[dict[str, Any]]) -> None:
+    def save_segments(self, rows: list[Row]) -> None:
         """Insert new usage segments, update the ones already stored (by id)."""
         with self.engine.begin() as conn:
             for row in rows:
@@ -435,7 +420,7 @@ class SqlStore:
                 .values(open=False)
             ).rowcount
 
-    def segments(self, since: float) -> list[dict[str, Any]]:
+    def segments(self, since: float) -> list[Row]:
         """Usage segments that ended at `since` or later (open ones: their last checkpoint)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -443,7 +428,7 @@ class SqlStore:
             )
             return [dict(r) for r in rows.mappings()]
 
-    def add_input_usage(self, rows: list[dict[str, Any]]) -> None:
+    def add_input_usage(self, rows: list[Row]) -> None:
         """Add to the per-function, per-day input totals."""
         table = t.input_usage
         with self.engine.begin() as conn:
@@ -453,7 +438,7 @@ class SqlStore:
                 keys = ["app", "function", "day"]
                 conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=added))
 
-    def input_usage(self, since_day: str) -> list[dict[str, Any]]:
+    def input_usage(self, since_day: str) -> list[Row]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t.input_usage).where(t.input_usage.c.day >= since_day))
             return [dict(r) for r in rows.mappings()]
