@@ -118,6 +118,11 @@ def server(
     log_retention_mb: int = typer.Option(
         64, min=1, help="MiB of logs kept per app; the oldest lines go first."
     ),
+    call_retention_days: float = typer.Option(
+        7.0,
+        min=0.001,
+        help="Days a finished call is kept (its record; a spawned call's input and output).",
+    ),
 ) -> None:
     """Run the control plane (API, gateway, autoscaler, replicas) in the foreground."""
     os.umask(0o077)  # what the server writes (store, sources, volumes) is for its user alone
@@ -160,6 +165,7 @@ def server(
         metrics_public=metrics_public,
         budget_webhook=budget_webhook,
         log_retention_bytes=log_retention_mb * 1024 * 1024,
+        call_retention_days=call_retention_days,
     )
     try:
         sock = listen_socket(host, port)

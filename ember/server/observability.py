@@ -1,5 +1,5 @@
-"""Observability: the meter, budgets, metrics, their history and log retention, built, run and
-stopped together.
+"""Observability: the meter, budgets, metrics, their history and the store's retention (logs,
+calls), built, run and stopped together.
 
 Each is a lifecycle subscriber or a loop of its own; the control plane holds this one object.
 """
@@ -13,13 +13,13 @@ from ember.http1 import Http1Pool
 from ember.server.budgets import Budgets
 from ember.server.deployments import Deployments
 from ember.server.history import History
-from ember.server.log_retention import LogRetention
 from ember.server.logs import LogSink
 from ember.server.metering.meter import Meter
 from ember.server.metrics import ServerMetrics
 from ember.server.pools import PoolRegistry
 from ember.server.replica_metrics import ReplicaMetrics
 from ember.server.replicas.state import Lifecycle
+from ember.server.retention import Retention
 from ember.server.settings import ServerSettings
 from ember.server.store.async_store import AsyncStore
 from ember.server.webhook import Webhook
@@ -48,7 +48,8 @@ class Observability:
         self.metrics = ServerMetrics(
             pools, deployments, self.meter, self.replica_metrics, self.budgets.all
         )
-        self.retention = LogRetention(sync, settings.log_retention_bytes)
+        days = settings.call_retention_days
+        self.retention = Retention(sync, settings.log_retention_bytes, days * 86400)
         self.history = History(self.metrics)
         for part in (self.meter, self.replica_metrics, self.metrics):
             lifecycle.subscribe(part.on_replica_event)

@@ -58,6 +58,7 @@ class ServerSettings:
     meter_interval: float = 2.0  # usage checkpoints and budget checks
     budget_webhook: str | None = None  # alerts (80 %, 100 % of a budget) are POSTed here
     log_retention_bytes: int = 64 * 1024 * 1024  # per app; the oldest lines go first
+    call_retention_days: float = 7.0  # a finished call's record, input and output, then gone
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 

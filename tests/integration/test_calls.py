@@ -70,6 +70,8 @@ def test_spawn_and_get(hello) -> None:  # type: ignore[no-untyped-def]
     assert call.get(timeout=60) == 144
     again = ember.FunctionCall.from_id(call.object_id)
     assert again.get() == 144
+    with pytest.raises(NotFoundError, match="finished calls are kept for 7 days"):
+        ember.FunctionCall.from_id("fc-gone").get()  # e.g. removed by retention
 
 
 def test_spawn_get_timeout_and_cancel(hello) -> None:  # type: ignore[no-untyped-def]

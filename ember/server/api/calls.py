@@ -89,9 +89,16 @@ async def _disconnected(request: Request) -> None:
 
 async def _call(request: Request, call_id: str, record: TokenRecord) -> CallRecord:
     """The call, if it exists and `record` may see it (a replica: its own app's)."""
-    call = await plane_of(request).store.run(Store.get_call, call_id)
+    plane = plane_of(request)
+    call = await plane.store.run(Store.get_call, call_id)
     if call is None or not sees_call(record, call.app):
-        raise ApiError(404, "NotFoundError", f"no call {shown(call_id)}")
+        days = plane.settings.call_retention_days
+        raise ApiError(
+            404,
+            "NotFoundError",
+            f"no call {shown(call_id)}: finished calls are kept for {days:g} days "
+            "(ember server --call-retention-days)",
+        )
     return call
 
 

@@ -141,6 +141,11 @@ class Store(Protocol):
 
     def get_call(self, call_id: str) -> CallRecord | None: ...
 
+    def delete_calls_finished_before(self, before: float, limit: int) -> int:
+        """Delete up to `limit` calls that finished before `before` (wall-clock seconds), a
+        spawned call's input and output with them; returns how many went."""
+        ...
+
     def unfinished_spawns(self) -> list[CallRecord]:
         """Spawned calls still pending or running (after a restart: to run again)."""
         ...

@@ -259,6 +259,12 @@ class SqlStore:
             ).mappings()
             return [self._opened(row) for row in rows]
 
+    def delete_calls_finished_before(self, before: float, limit: int) -> int:
+        old = sa.select(t.calls.c.id).where(t.calls.c.finished_at < before).limit(limit)
+        with self.engine.begin() as conn:
+            deleted = conn.execute(t.calls.delete().where(t.calls.c.id.in_(old.scalar_subquery())))
+        return int(deleted.rowcount)
+
     def _sealed(self, call: CallRecord) -> CallRecord:
         return _through(call, self._blobs.seal_bytes) if self._blobs else call
 

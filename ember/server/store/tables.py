@@ -64,7 +64,7 @@ calls = Table(
     Column("result", LargeBinary, nullable=True),
     Column("error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
-    Column("finished_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True, index=True),  # retention finds old ones
 )
 
 secrets = Table(
