@@ -487,7 +487,9 @@ def _record(run_dir: Path, launch: ReplicaLaunch) -> Path:
     replica_id = launch.assignment.replica_id
     scratch = working_dir(launch.spec, replica_id)
     path = run_dir / f"{replica_id}.json"
-    record = {"replica": replica_id, "server": os.getpid(), "scratch": scratch and str(scratch)}
+    record = {"replica": replica_id, "server": os.getpid()}
+    if scratch is not None:
+        record["scratch"] = str(scratch)
     path.write_text(json.dumps(record))
     return path
 

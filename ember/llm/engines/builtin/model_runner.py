@@ -46,7 +46,7 @@ class ModelRunner:
         self.num_layers = text.num_hidden_layers
         self.dtype = next(model.parameters()).dtype
         self.max_tokens = settings.batched_tokens(self.cuda)
-        self.weights = None
+        self.weights: PackedWeights | None = None
         if self.cuda:
             with phases.timed("engine CUDA context"):
                 torch.empty(1, device=device)  # made here, not in the next phase
