@@ -1,6 +1,7 @@
 """Metering and budgets on a real server: metered seconds match replica lifetimes across a
 restart; a spent budget refuses scale-ups (web and .remote()) but not running inputs; the
-webhook hears of 80 % once, then of 100 %, and a webhook that hangs holds nothing up."""
+webhook hears of 80 % once, then of 100 %, and a webhook that hangs holds nothing up; a server
+without metering (the benchmarks' setting) serves, records nothing and says so."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 import ember
 from ember.sdk.exceptions import BudgetExceededError
+from ember.server.settings import NO_METERING_ENV
 from tests.conftest import free_port, start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
@@ -129,5 +131,32 @@ def test_a_spent_budget_refuses_scale_ups_not_running_inputs(tmp_path, monkeypat
         assert metered.hold.remote(str(marker)) == "released"
         assert [a["level"] for a in Hook.alerts] == [80, 100]  # each went out once
         assert "budget" in running.log_path.read_text()
+    finally:
+        assert not running.stop()
+
+
+def test_a_server_without_metering_serves_and_says_usage_and_budgets_are_off(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(tmp_path / "home", extra_env={NO_METERING_ENV: "1"})
+    try:
+        for name, value in running.env().items():
+            monkeypatch.setenv(name, value)
+        env = running.env()
+        metered = load("metered")
+        metered.app.deploy()
+        assert metered.ping.remote(7) == 7
+        assert httpx.get(f"{running.url}/metered/web/hello", timeout=60).json() == {
+            "message": "hello"
+        }
+        for command in (("usage",), ("budget", "set", "metered", "--monthly", "2")):
+            refused = ember_cli(*command, env=env)
+            assert refused.returncode == 1, refused.stdout
+            assert f"without metering ({NO_METERING_ENV}=1" in " ".join(refused.stderr.split())
+        token = {"authorization": f"Bearer {env['EMBER_TOKEN']}"}
+        metrics = httpx.get(f"{running.url}/metrics", headers=token).text
+        assert 'ember_replicas{app="metered",function="web"' in metrics
+        assert "ember_requests_total{" not in metrics  # two requests served, none recorded
+        assert "Metering off" in running.log_path.read_text()
     finally:
         assert not running.stop()
