@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -18,15 +19,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import RunningServer, start_server  # the test suite's server starter
 
+NO_METERING_ENV = "EMBER_BENCH_NO_METERING"  # ember/server/settings.py (not imported: versus.py
+# runs these scripts against commits that predate it, which ignore it)
+
 
 @contextlib.contextmanager
 def deployed(
-    app_file: str, cluster: Any = None, server_args: list[str] | None = None
+    app_file: str,
+    cluster: Any = None,
+    server_args: list[str] | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[RunningServer, ModuleType]]:
-    """A fresh `ember server` (given `server_args`) in a temporary home with `bench/<app_file>`
-    deployed; on the Ray backend if given a cluster (tests/ray_cluster.py: RayCluster)."""
+    """A fresh `ember server` (given `server_args`, and `server_env` on top of this process's
+    environment) in a temporary home with `bench/<app_file>` deployed; on the Ray backend if
+    given a cluster (tests/ray_cluster.py: RayCluster)."""
     with tempfile.TemporaryDirectory() as home:
-        server = start_server(Path(home), cluster=cluster, extra_args=server_args)
+        server = start_server(
+            Path(home), cluster=cluster, extra_args=server_args, extra_env=server_env
+        )
         os.environ.update(server.env())
         from ember.cli.loader import import_file
 
@@ -36,6 +46,24 @@ def deployed(
             yield server, module
         finally:
             server.stop()
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The server options every end-to-end benchmark takes (see `server_options`)."""
+    parser.add_argument("--no-sandbox", action="store_true", help="ember server --no-sandbox")
+    parser.add_argument(
+        "--no-metering",
+        action="store_true",
+        help=f"the server without metering and metrics ({NO_METERING_ENV}=1)",
+    )
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`deployed`'s keyword arguments for the options `add_server_options` added."""
+    return {
+        "server_args": ["--no-sandbox"] if args.no_sandbox else [],
+        "server_env": {NO_METERING_ENV: "1"} if args.no_metering else {},
+    }
 
 
 def web_server_port(port: int) -> int:

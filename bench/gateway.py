@@ -2,7 +2,7 @@
 added latency (p50/p99) for small requests at concurrency 1 and 32, and the event rate of a
 1,000-event SSE response.
 
-    .venv/bin/python bench/gateway.py [--runs 5] [--requests 500] [--no-sandbox]
+    .venv/bin/python bench/gateway.py [--runs 5] [--requests 500] [--no-sandbox] [--no-metering]
 
 The upstream is sandboxed (its own network namespace, reached through pasta) unless the server
 runs with `--no-sandbox`.
@@ -16,7 +16,14 @@ import statistics
 import time
 
 import httpx
-from common import deployed, percentile, print_runs, web_server_port
+from common import (
+    add_server_options,
+    deployed,
+    percentile,
+    print_runs,
+    server_options,
+    web_server_port,
+)
 
 
 async def latencies(url: str, requests: int, concurrency: int) -> list[float]:
@@ -70,10 +77,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=640)
     parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
-    parser.add_argument("--no-sandbox", action="store_true", help="ember server --no-sandbox")
+    add_server_options(parser)
     args = parser.parse_args()
-    server_args = ["--no-sandbox"] if args.no_sandbox else []
-    with deployed("gateway_app.py", server_args=server_args) as (server, module):
+    with deployed("gateway_app.py", **server_options(args)) as (server, module):
         gateway = f"{server.url}/bench-gateway/upstream"
         httpx.get(gateway + "/small", timeout=120)  # scale from zero once
         direct = f"http://127.0.0.1:{web_server_port(module.PORT)}"

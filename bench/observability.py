@@ -1,21 +1,30 @@
-"""The cost of what metrics, metering and budgets add to each call, measured in-process: the
-recording a `.remote()` does (admission's budget check, the request tally, the queue wait, the
-slot time for the meter) and the one a gateway request does, per call, in microseconds.
+"""What metrics, metering and budgets cost: the added work itself, in-process, and end to end
+with them on and off side by side.
 
     .venv/bin/python bench/observability.py [--runs 5] [--calls 200000]
+    .venv/bin/python bench/observability.py --end-to-end [--runs 7]
 
-Side-by-side end-to-end runs (`bench/versus.py main calls.py`) on a shared 2-core machine vary by
-more than the 2 % this is about; this measures the added work itself.
+In-process: the recording a `.remote()` does (admission's budget check, the request tally, the
+queue wait, the slot time for the meter) and the one a gateway request does, per call, in
+microseconds.
+
+End to end: `bench/calls.py` (warm `.remote()`) and `bench/gateway.py --no-sandbox` (the
+gateway's added latency: its upstream reached directly, no pasta between) against a server with
+metering and against one without (EMBER_BENCH_NO_METERING=1), runs alternating (off, on, off,
+on, ...) so that a shared machine's noise falls on both; prints each figure's median on both
+sides and the ratio on / off.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import print_runs
+from common import machine, print_runs
+from versus import HERE, run_once
 
 from ember import wire
 from ember.resources import Resources
@@ -78,12 +87,42 @@ def per_call_us(calls: int) -> dict[str, float]:
     return {"remote_added_us": remote, "web_added_us": web}
 
 
+SCRIPTS = {"calls": ["calls.py"], "gateway": ["gateway.py", "--no-sandbox"]}
+
+
+def end_to_end(runs: int) -> None:
+    """Each script `runs` times with metering off and on, alternating; medians side by side."""
+    rows: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    for _ in range(runs):
+        for side, extra in (("off", ["--no-metering"]), ("on", [])):
+            row: dict[str, float] = {}
+            for name, (script, *args) in SCRIPTS.items():
+                measured = run_once(HERE, script, [*args, *extra])
+                row |= {f"{name}_{key}": value for key, value in measured.items()}
+            rows[side].append(row)
+    print(machine())
+    print(f"{runs} alternating runs each of {', '.join(' '.join(s) for s in SCRIPTS.values())}")
+    print("| metric | metering off | on | on / off |")
+    print("|---|---|---|---|")
+    for key in rows["on"][0]:
+        off = statistics.median(r[key] for r in rows["off"])
+        on = statistics.median(r[key] for r in rows["on"])
+        ratio = f"{on / off:.3f}" if off else "-"
+        print(f"| {key} | {off:.3f} | {on:.3f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="calls.py and gateway.py, metering off vs on"
+    )
     args = parser.parse_args()
+    if args.end_to_end:
+        end_to_end(args.runs)
+        return
     runs = [per_call_us(args.calls) for _ in range(args.runs)]
     print_runs(runs, args.json, f"{args.calls} recorded calls and web requests")
 
