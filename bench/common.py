@@ -111,3 +111,16 @@ def print_runs(
             f"| {key} | {statistics.median(values):.3f} | {min(values):.3f} | "
             f"{max(values):.3f} | {goal} |"
         )
+
+
+def print_side_by_side(
+    names: tuple[str, str], rows: tuple[list[dict[str, float]], list[dict[str, float]]]
+) -> None:
+    """Each metric's median over the runs of two sides, and the ratio second / first."""
+    print(f"| metric | {names[0]} | {names[1]} | {names[1]} / {names[0]} |")
+    print("|---|---|---|---|")
+    for key in rows[1][0]:
+        before = statistics.median(r[key] for r in rows[0])
+        after = statistics.median(r[key] for r in rows[1])
+        ratio = f"{after / before:.3f}" if before else "-"
+        print(f"| {key} | {before:.3f} | {after:.3f} | {ratio} |")

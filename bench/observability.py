@@ -18,12 +18,11 @@ sides and the ratio on / off.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, print_runs
+from common import machine, print_runs, print_side_by_side
 from versus import HERE, run_once
 
 from ember import wire
@@ -102,13 +101,7 @@ def end_to_end(runs: int) -> None:
             rows[side].append(row)
     print(machine())
     print(f"{runs} alternating runs each of {', '.join(' '.join(s) for s in SCRIPTS.values())}")
-    print("| metric | metering off | on | on / off |")
-    print("|---|---|---|---|")
-    for key in rows["on"][0]:
-        off = statistics.median(r[key] for r in rows["off"])
-        on = statistics.median(r[key] for r in rows["on"])
-        ratio = f"{on / off:.3f}" if off else "-"
-        print(f"| {key} | {off:.3f} | {on:.3f} | {ratio} |")
+    print_side_by_side(("metering off", "on"), (rows["off"], rows["on"]))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
 from typing import ClassVar
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 import ember
 from ember.sdk.exceptions import BudgetExceededError
 from ember.server.settings import NO_METERING_ENV
-from tests.conftest import free_port, start_server, wait_until
+from tests.conftest import RunningServer, free_port, start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
 LIFETIME = re.compile(r"replica (r-\w+) of metered\.\w+ \(v\d+\) stopped after ([\d.]+) s")
@@ -59,6 +60,18 @@ def test_metered_seconds_match_replica_lifetimes_across_a_restart(tmp_path, monk
     assert usage["total"]["inputs"] == 5 and usage["total"]["cost_usd"] > 0
 
 
+def _deployed(
+    running: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ModuleType, dict[str, str]]:
+    """The metered app deployed on `running`, which this process's SDK now talks to."""
+    env = running.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    metered = load("metered")
+    metered.app.deploy()
+    return metered, env
+
+
 class Hook(BaseHTTPRequestHandler):
     """A webhook that records each alert, then answers only after a long while (it hangs)."""
 
@@ -96,11 +109,7 @@ def test_a_spent_budget_refuses_scale_ups_not_running_inputs(tmp_path, monkeypat
         tmp_path / "home", extra_args=["--prices", str(prices), "--budget-webhook", hook]
     )
     try:
-        for name, value in running.env().items():
-            monkeypatch.setenv(name, value)
-        env = running.env()
-        metered = load("metered")
-        metered.app.deploy()
+        metered, env = _deployed(running, monkeypatch)
         assert cli_json("budget", "list", env=env) == []
         assert ember_cli("budget", "set", "metered", "--monthly", "2", env=env).returncode == 0
         marker = tmp_path / "released"
@@ -140,11 +149,7 @@ def test_a_server_without_metering_serves_and_says_usage_and_budgets_are_off(
 ) -> None:  # type: ignore[no-untyped-def]
     running = start_server(tmp_path / "home", extra_env={NO_METERING_ENV: "1"})
     try:
-        for name, value in running.env().items():
-            monkeypatch.setenv(name, value)
-        env = running.env()
-        metered = load("metered")
-        metered.app.deploy()
+        metered, env = _deployed(running, monkeypatch)
         assert metered.ping.remote(7) == 7
         assert httpx.get(f"{running.url}/metered/web/hello", timeout=60).json() == {
             "message": "hello"
