@@ -66,13 +66,28 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def web_server_port(port: int) -> int:
+def descendants(pid: int) -> list[int]:
+    """Every process started by `pid`, directly or not (from /proc: bench/versus.py runs these
+    scripts against commits that predate ember.process)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread or process that just ended
+                children = [int(child) for child in (task / "children").read_text().split()]
+                found += children
+                stack += children
+    return found
+
+
+def web_server_port(port: int, server_pid: int) -> int:
     """Where this host reaches a `web_server` declared on `port`: the port itself, or, when its
-    replica is sandboxed, the loopback port pasta forwards to it (read off pasta's arguments;
-    for benchmarks only: the server does not publish it)."""
-    for entry in Path("/proc").iterdir():
+    replica is sandboxed, the loopback port that the server's pasta forwards to it (read off
+    pasta's arguments; for benchmarks only: the server does not publish it). Only this server's
+    pasta: another engineer's benchmark may be running beside this one."""
+    for pid in descendants(server_pid):
         try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if args and Path(args[0].decode()).name == "pasta":

@@ -106,8 +106,8 @@ def main() -> None:
     with deployed("gateway_app.py", **server_options(args)) as (server, module):
         gateway = f"{server.url}/bench-gateway/upstream"
         httpx.get(gateway + "/small", timeout=120)  # scale from zero once
-        direct = f"http://127.0.0.1:{web_server_port(module.PORT)}"
         pid = server.process.pid
+        direct = f"http://127.0.0.1:{web_server_port(module.PORT, pid)}"
         runs = [asyncio.run(one_run(direct, gateway, args.requests, pid)) for _ in range(args.runs)]
     print_runs(runs, args.json, f"{args.requests} small GETs per concurrency level per run")
 
