@@ -1,6 +1,7 @@
 """Benchmark the gateway against a trivial upstream, direct vs through Ember in the same run:
 added latency (p50/p99) for small requests at concurrency 1 and 32, the event rate of a
-1,000-event SSE response, and the server's CPU time per SSE event.
+1,000-event SSE response; and the server's CPU time per small request (concurrency 1) and per
+SSE event, which unlike latencies hardly move when other work shares the machine.
 
     .venv/bin/python bench/gateway.py [--runs 5] [--requests 500] [--no-sandbox] [--no-metering]
 
@@ -81,7 +82,10 @@ async def one_run(direct: str, gateway: str, requests: int, server_pid: int) -> 
     row: dict[str, float] = {}
     for concurrency in (1, 32):
         d = await latencies(direct + "/small", requests, concurrency)
+        before = cpu_seconds(server_pid)
         g = await latencies(gateway + "/small", requests, concurrency)
+        if concurrency == 1:  # its 20 warm-up requests too
+            row["c1_server_cpu_us"] = (cpu_seconds(server_pid) - before) / (20 + requests) * 1e6
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             row[f"c{concurrency}_direct_{name}"] = percentile(d, q) * 1e3
             row[f"c{concurrency}_gateway_{name}"] = percentile(g, q) * 1e3

@@ -2,14 +2,15 @@
 with them on and off side by side.
 
     .venv/bin/python bench/observability.py [--runs 5] [--calls 200000]
-    .venv/bin/python bench/observability.py --end-to-end [--runs 7]
+    .venv/bin/python bench/observability.py --end-to-end [--runs 7] [--only calls|calls_cpu|gateway]
 
 In-process: the recording a `.remote()` does (admission's budget check, the request tally, the
 queue wait, the slot time for the meter) and the one a gateway request does, per call, in
 microseconds.
 
-End to end: `bench/calls.py` (warm `.remote()`) and `bench/gateway.py --no-sandbox` (the
-gateway's added latency: its upstream reached directly, no pasta between) against a server with
+End to end: `bench/calls.py` (warm `.remote()`), `bench/calls_cpu.py` (CPU per `.remote()` by
+process) and `bench/gateway.py --no-sandbox` (the gateway's added latency, its upstream reached
+directly with no pasta between, and the server's CPU per request) against a server with
 metering and against one without (EMBER_BENCH_NO_METERING=1), runs alternating (off, on, off,
 on, ...) so that a shared machine's noise falls on both; prints each figure's median on both
 sides and the ratio on / off.
@@ -86,21 +87,27 @@ def per_call_us(calls: int) -> dict[str, float]:
     return {"remote_added_us": remote, "web_added_us": web}
 
 
-SCRIPTS = {"calls": ["calls.py"], "gateway": ["gateway.py", "--no-sandbox"]}
+SCRIPTS = {
+    "calls": ["calls.py"],
+    "calls_cpu": ["calls_cpu.py"],
+    "gateway": ["gateway.py", "--no-sandbox"],
+}
 
 
-def end_to_end(runs: int) -> None:
-    """Each script `runs` times with metering off and on, alternating; medians side by side."""
+def end_to_end(runs: int, names: list[str]) -> None:
+    """Each script named `runs` times with metering off and on, alternating; medians side by
+    side."""
+    scripts = {name: SCRIPTS[name] for name in names}
     rows: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for _ in range(runs):
         for side, extra in (("off", ["--no-metering"]), ("on", [])):
             row: dict[str, float] = {}
-            for name, (script, *args) in SCRIPTS.items():
+            for name, (script, *args) in scripts.items():
                 measured = run_once(HERE, script, [*args, *extra])
                 row |= {f"{name}_{key}": value for key, value in measured.items()}
             rows[side].append(row)
     print(machine())
-    print(f"{runs} alternating runs each of {', '.join(' '.join(s) for s in SCRIPTS.values())}")
+    print(f"{runs} alternating runs each of {', '.join(' '.join(s) for s in scripts.values())}")
     print_side_by_side(("metering off", "on"), (rows["off"], rows["on"]))
 
 
@@ -112,9 +119,12 @@ def main() -> None:
     parser.add_argument(
         "--end-to-end", action="store_true", help="calls.py and gateway.py, metering off vs on"
     )
+    parser.add_argument(
+        "--only", choices=sorted(SCRIPTS), action="append", help="with --end-to-end: this one"
+    )
     args = parser.parse_args()
     if args.end_to_end:
-        end_to_end(args.runs)
+        end_to_end(args.runs, args.only or list(SCRIPTS))
         return
     runs = [per_call_us(args.calls) for _ in range(args.runs)]
     print_runs(runs, args.json, f"{args.calls} recorded calls and web requests")
