@@ -2,7 +2,7 @@
 with them on and off side by side.
 
     .venv/bin/python bench/observability.py [--runs 5] [--calls 200000]
-    .venv/bin/python bench/observability.py --end-to-end [--runs 7] [--only calls|calls_cpu|gateway]
+    .venv/bin/python bench/observability.py --end-to-end [--runs 7] [--only NAME]...
 
 In-process: the recording a `.remote()` does (admission's budget check, the request tally, the
 queue wait, the slot time for the meter) and the one a gateway request does, per call, in
@@ -13,7 +13,8 @@ process) and `bench/gateway.py --no-sandbox` (the gateway's added latency, its u
 directly with no pasta between, and the server's CPU per request) against a server with
 metering and against one without (EMBER_BENCH_NO_METERING=1), runs alternating (off, on, off,
 on, ...) so that a shared machine's noise falls on both; prints each figure's median on both
-sides and the ratio on / off.
+sides and the ratio on / off. `--only` picks scripts by name (SCRIPTS), among them `sandboxed`:
+`bench/gateway.py` with its upstream behind pasta, as users' `web_server` replicas run.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ SCRIPTS = {
     "calls": ["calls.py"],
     "calls_cpu": ["calls_cpu.py"],
     "gateway": ["gateway.py", "--no-sandbox"],
+    "sandboxed": ["gateway.py"],  # through pasta, as users' web_server replicas run: --only
 }
+DEFAULT = ["calls", "calls_cpu", "gateway"]
 
 
 def end_to_end(runs: int, names: list[str]) -> None:
@@ -124,7 +127,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.end_to_end:
-        end_to_end(args.runs, args.only or list(SCRIPTS))
+        end_to_end(args.runs, args.only or DEFAULT)
         return
     runs = [per_call_us(args.calls) for _ in range(args.runs)]
     print_runs(runs, args.json, f"{args.calls} recorded calls and web requests")
