@@ -11,8 +11,8 @@ microseconds.
 End to end: `bench/calls.py` (warm `.remote()`), `bench/calls_cpu.py` (CPU per `.remote()` by
 process) and `bench/gateway.py --no-sandbox` (the gateway's added latency, its upstream reached
 directly with no pasta between, and the server's CPU per request) against a server with
-metering and against one without (EMBER_BENCH_NO_METERING=1), runs alternating (off, on, off,
-on, ...) so that a shared machine's noise falls on both; prints each figure's median on both
+metering and against one without (EMBER_BENCH_NO_METERING=1), each round both sides in random
+order, so that a shared machine's noise falls on both; prints each figure's median on both
 sides and the ratio on / off. `--only` picks scripts by name (SCRIPTS), among them `sandboxed`:
 `bench/gateway.py` with its upstream behind pasta, as users' `web_server` replicas run.
 """
@@ -20,6 +20,7 @@ sides and the ratio on / off. `--only` picks scripts by name (SCRIPTS), among th
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def end_to_end(runs: int, names: list[str]) -> None:
     scripts = {name: SCRIPTS[name] for name in names}
     rows: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for _ in range(runs):
-        for side, extra in (("off", ["--no-metering"]), ("on", [])):
+        sides = [("off", ["--no-metering"]), ("on", [])]
+        for side, extra in random.sample(sides, 2):  # no side always follows the other
             row: dict[str, float] = {}
             for name, (script, *args) in scripts.items():
                 measured = run_once(HERE, script, [*args, *extra])
