@@ -2,6 +2,7 @@
 cold start of a CPU function with no snapshot (call to result with zero replicas).
 
     .venv/bin/python bench/calls.py [--runs 5] [--calls 2000] [--map-inputs 10000] [--no-sandbox]
+        [--no-metering]
     .venv/bin/python bench/calls.py --backend ray [--runs 5]
 
 Starts its own `ember server` in a temporary EMBER_HOME; prints medians over the runs as a
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import deployed, percentile, print_runs
+from common import add_server_options, deployed, percentile, print_runs, server_options
 
 
 def one_run(echo, cold, app_name: str, calls: int, map_inputs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -86,8 +87,7 @@ def ray_round_trips(address: str, worker_ip: str, calls: int, map_inputs: int) -
 
 
 def measure(args: argparse.Namespace, cluster: Any = None) -> dict[str, float]:
-    server_args = ["--no-sandbox"] if args.no_sandbox else []
-    with deployed("bench_app.py", cluster, server_args) as (_, module):
+    with deployed("bench_app.py", cluster, **server_options(args)) as (_, module):
         return one_run(module.echo, module.cold, "bench-calls", args.calls, args.map_inputs)
 
 
@@ -103,7 +103,7 @@ def main() -> None:
         help="ray: the local backend, the Ray backend and Ray itself, side by side",
     )
     parser.add_argument("--json", action="store_true", help="Print each run's row as JSON.")
-    parser.add_argument("--no-sandbox", action="store_true", help="ember server --no-sandbox")
+    add_server_options(parser)
     args = parser.parse_args()
 
     goals = {"p50_ms": "≤ 3 ms", "p99_ms": "", "map_per_s": "≥ 2,000/s", "cold_s": ""}

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from common import deployed, print_runs
+from common import add_server_options, deployed, print_runs, server_options
 
 
 def cpu_seconds(pid: int) -> float:
@@ -61,10 +61,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--json", action="store_true", help="one JSON line (bench/versus.py)")
+    add_server_options(parser)
     args = parser.parse_args()
     runs = []
     for _ in range(args.runs):
-        with deployed("bench_app.py") as (server, module):
+        with deployed("bench_app.py", **server_options(args)) as (server, module):
             runs.append(one_run(module.echo, server.process.pid, args.calls))
     print_runs(runs, args.json, f"{args.calls} warm .remote() calls, CPU per call by process")
 

@@ -15,13 +15,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import machine
+from common import machine, print_side_by_side
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -69,13 +68,7 @@ def main() -> None:
     print(machine())
     this = " ".join(["working tree", *args.this_only])
     print(f"{args.script}: {args.runs} alternating runs each; base = {sha}, this = {this}")
-    print(f"| metric | base {sha} | this | this / base |")
-    print("|---|---|---|---|")
-    for key in rows["this"][0]:
-        before = statistics.median(r[key] for r in rows["base"])
-        after = statistics.median(r[key] for r in rows["this"])
-        ratio = f"{after / before:.3f}" if before else "-"
-        print(f"| {key} | {before:.3f} | {after:.3f} | {ratio} |")
+    print_side_by_side((f"base {sha}", "this"), (rows["base"], rows["this"]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from ember.server.app import create_app
 from ember.server.gateway.app import Gateway
 from ember.server.metering.prices import PriceError, PriceTable
 from ember.server.replicas.placement import describe_gpus
-from ember.server.settings import ServerSettings
+from ember.server.settings import NO_METERING_ENV, ServerSettings
 from ember.server.shutdown import BoundedServer, InFlight
 from ember.server.store.database import StoreUnavailable
 from ember.server.store.sql import SqlStore
@@ -166,6 +166,7 @@ def server(
         budget_webhook=budget_webhook,
         log_retention_bytes=log_retention_mb * 1024 * 1024,
         call_retention_days=call_retention_days,
+        metering=os.environ.get(NO_METERING_ENV) != "1",
     )
     try:
         sock = listen_socket(host, port)
@@ -185,6 +186,9 @@ def server(
     if tls_cert is not None:
         console.print(f"HTTPS with certificate {tls_cert}")
     _print_capabilities(gateway.plane.capabilities, gpu_fallback_cpu=settings.gpu_fallback_cpu)
+    if not settings.metering:
+        console.print(f"[yellow]Metering off ({NO_METERING_ENV}=1, for benchmarks): no usage, "
+                      "budgets, request metrics or replica metrics.[/yellow]")  # fmt: skip
     bounded_server(gateway, settings).run(sockets=[sock])
 
 

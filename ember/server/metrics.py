@@ -233,6 +233,21 @@ class ServerMetrics:
         yield from (*families.values(), budget, spent)
 
 
+class Unrecorded(ServerMetrics):
+    """The metrics of a server without metering (`settings.metering`, for benchmarks): nothing
+    recorded per request or input; replicas by state and queue depth are still read when
+    scraped."""
+
+    def request(self, app: str, function: str, kind: str, status: int, started: float) -> None:
+        pass
+
+    def waited(self, pool: Pool, seconds: float) -> None:
+        pass
+
+    def slot_held(self, replica: ReplicaRecord, inputs: int, seconds: float) -> None:
+        pass
+
+
 class Timed:
     __slots__ = ("_metrics", "app", "function", "kind", "started", "status")
 

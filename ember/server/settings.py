@@ -9,6 +9,10 @@ from pathlib import Path
 from ember.backends.local import base_environment
 from ember.server.metering.prices import PriceTable
 
+# Set to 1, the server runs without metering and metrics (ServerSettings.metering): for
+# benchmarks only, to measure what they cost side by side (BENCHMARKS.md).
+NO_METERING_ENV = "EMBER_BENCH_NO_METERING"
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -59,6 +63,8 @@ class ServerSettings:
     budget_webhook: str | None = None  # alerts (80 %, 100 % of a budget) are POSTed here
     log_retention_bytes: int = 64 * 1024 * 1024  # per app; the oldest lines go first
     call_retention_days: float = 7.0  # a finished call's record, input and output, then gone
+    # False: no meter, usage, budgets, per-request metrics or replica metrics (NO_METERING_ENV).
+    metering: bool = True
     # What replicas inherit of the server's environment (ember/backends/local.py: BASE_ENV).
     replica_base_env: dict[str, str] = field(default_factory=lambda: base_environment(os.environ))
 

@@ -1,6 +1,7 @@
 """Metering and budgets on a real server: metered seconds match replica lifetimes across a
 restart; a spent budget refuses scale-ups (web and .remote()) but not running inputs; the
-webhook hears of 80 % once, then of 100 %, and a webhook that hangs holds nothing up."""
+webhook hears of 80 % once, then of 100 %, and a webhook that hangs holds nothing up; a server
+without metering (the benchmarks' setting) serves, records nothing and says so."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
 from typing import ClassVar
 
 import httpx
@@ -16,7 +18,8 @@ import pytest
 
 import ember
 from ember.sdk.exceptions import BudgetExceededError
-from tests.conftest import free_port, start_server, wait_until
+from ember.server.settings import NO_METERING_ENV
+from tests.conftest import RunningServer, free_port, start_server, wait_until
 from tests.integration.helpers import cli_json, ember_cli, load, replica_count
 
 LIFETIME = re.compile(r"replica (r-\w+) of metered\.\w+ \(v\d+\) stopped after ([\d.]+) s")
@@ -57,6 +60,18 @@ def test_metered_seconds_match_replica_lifetimes_across_a_restart(tmp_path, monk
     assert usage["total"]["inputs"] == 5 and usage["total"]["cost_usd"] > 0
 
 
+def _deployed(
+    running: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ModuleType, dict[str, str]]:
+    """The metered app deployed on `running`, which this process's SDK now talks to."""
+    env = running.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    metered = load("metered")
+    metered.app.deploy()
+    return metered, env
+
+
 class Hook(BaseHTTPRequestHandler):
     """A webhook that records each alert, then answers only after a long while (it hangs)."""
 
@@ -94,11 +109,7 @@ def test_a_spent_budget_refuses_scale_ups_not_running_inputs(tmp_path, monkeypat
         tmp_path / "home", extra_args=["--prices", str(prices), "--budget-webhook", hook]
     )
     try:
-        for name, value in running.env().items():
-            monkeypatch.setenv(name, value)
-        env = running.env()
-        metered = load("metered")
-        metered.app.deploy()
+        metered, env = _deployed(running, monkeypatch)
         assert cli_json("budget", "list", env=env) == []
         assert ember_cli("budget", "set", "metered", "--monthly", "2", env=env).returncode == 0
         marker = tmp_path / "released"
@@ -129,5 +140,28 @@ def test_a_spent_budget_refuses_scale_ups_not_running_inputs(tmp_path, monkeypat
         assert metered.hold.remote(str(marker)) == "released"
         assert [a["level"] for a in Hook.alerts] == [80, 100]  # each went out once
         assert "budget" in running.log_path.read_text()
+    finally:
+        assert not running.stop()
+
+
+def test_a_server_without_metering_serves_and_says_usage_and_budgets_are_off(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(tmp_path / "home", extra_env={NO_METERING_ENV: "1"})
+    try:
+        metered, env = _deployed(running, monkeypatch)
+        assert metered.ping.remote(7) == 7
+        assert httpx.get(f"{running.url}/metered/web/hello", timeout=60).json() == {
+            "message": "hello"
+        }
+        for command in (("usage",), ("budget", "set", "metered", "--monthly", "2")):
+            refused = ember_cli(*command, env=env)
+            assert refused.returncode == 1, refused.stdout
+            assert f"without metering ({NO_METERING_ENV}=1" in " ".join(refused.stderr.split())
+        token = {"authorization": f"Bearer {env['EMBER_TOKEN']}"}
+        metrics = httpx.get(f"{running.url}/metrics", headers=token).text
+        assert 'ember_replicas{app="metered",function="web"' in metrics
+        assert "ember_requests_total{" not in metrics  # two requests served, none recorded
+        assert "Metering off" in running.log_path.read_text()
     finally:
         assert not running.stop()

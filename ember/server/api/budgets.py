@@ -7,10 +7,13 @@ from fastapi import APIRouter, Depends, Request
 from ember import wire
 from ember.server.api.auth import plane_of, require_admin
 from ember.server.api.responses import errors
+from ember.server.api.usage import require_metering
 from ember.server.budgets import SERVER
 
 router = APIRouter(
-    prefix="/api/v1", dependencies=[Depends(require_admin)], responses=errors(400, 401, 403, 404)
+    prefix="/api/v1",
+    dependencies=[Depends(require_admin), Depends(require_metering)],
+    responses=errors(400, 401, 403, 404, 409),
 )
 
 

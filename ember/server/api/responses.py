@@ -14,7 +14,7 @@ _MEANING = {
     401: "Missing, invalid or revoked token",
     403: "The token may not do this (a replica's token outside its own app)",
     404: "No such resource",
-    409: "It exists already",
+    409: "It exists already, or it needs metering and the server runs without it",
 }
 
 

@@ -12,8 +12,17 @@ from ember.server.metering.windows import day_name, month_start
 from ember.server.store.base import Store
 
 SINCE = "Unix time; default: the start of this UTC month"
+
+
+def require_metering(request: Request) -> None:
+    """FastAPI dependency: 409 when the server runs without metering (observability.py)."""
+    plane_of(request).observability.require_metering()
+
+
 router = APIRouter(
-    prefix="/api/v1/usage", dependencies=[Depends(require_admin)], responses=errors(400, 401, 403)
+    prefix="/api/v1/usage",
+    dependencies=[Depends(require_admin), Depends(require_metering)],
+    responses=errors(400, 401, 403, 409),
 )
 
 
