@@ -1,7 +1,8 @@
 #!/bin/bash
 # Carried with: .whl (wheels of Ember's dependencies for the device's Python), .carry/llm/tok
 # (a tokenizer folder) and, for the sandboxed steps, .carry/sandbox (Debian's bwrap, pasta and
-# setpriv with the libraries they link); see ../../BENCHMARKS.md for how each figure was run.
+# setpriv with the libraries they link: made by carry_sandbox.sh); see ../../BENCHMARKS.md for
+# how each figure was run.
 # Device run: cold starts by tier with the engine's CUDA graphs on (captured in the background),
 # and the engine's throughput once its graphs are captured. Steps named on the command line.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
